@@ -1,0 +1,299 @@
+"""The inventory: SQLModel entities (``XBase`` → ``X(table=True)`` → ``XPublic``).
+
+Declared state comes from the farm file; runtime state (``current``, ``state``, ``last_seen``,
+the effective ``home``/``role``/``master``, events, copy jobs, holds, audit) is kept across applies.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import JSON, Column, Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores naive UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, **kw: Any) -> Any:
+    return Field(default=None if nullable else ..., sa_type=UTCDateTime, nullable=nullable, **kw)
+
+
+class Role(StrEnum):
+    primary = "primary"
+    redundant = "redundant"
+
+
+class ServerState(StrEnum):
+    unknown = "unknown"
+    up = "up"
+    down = "down"
+
+
+class CameraState(StrEnum):
+    recording = "recording"
+    offline = "offline"    # its server is down and it cannot move (not movable)
+    stranded = "stranded"  # movable, but no live redundant capacity yet
+
+
+class Availability(StrEnum):
+    failover = "failover"
+    redundant = "redundant"
+
+
+# --- settings (one row each, id=1) -------------------------------------------------------------
+
+class FarmSettings(SQLModel, table=True):
+    __tablename__ = "farm_settings"
+    id: int = Field(default=1, primary_key=True)
+    name: str = "farm"
+    down_after_s: float = 30.0
+    health_interval_s: float = 10.0
+    notify: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    ownership_margin: float = 0.1          # a challenger needs this much more (fraction) to take a home
+    auto_swap_back_after_s: float | None = None
+    purge_guard_fraction: float = 0.5      # retention refuses to delete more than this share of a volume
+    clock_skew_max_s: float = 60.0
+
+
+class StorageSettings(SQLModel, table=True):
+    __tablename__ = "storage_settings"
+    id: int = Field(default=1, primary_key=True)
+    min_free_bytes: int = 0
+    min_free_percent: float = 0.0
+    availability: Availability = Availability.failover
+    limit_storage_days: bool = False
+    default_max_storage_days: int = 30
+    keep_metadata_longer: bool = False
+    default_metadata_days: int = 90
+    default_path: str = "D:\\Data"
+
+
+# --- servers and volumes ------------------------------------------------------------------------
+
+class ServerBase(SQLModel):
+    name: str = Field(primary_key=True, max_length=64)
+    host: str
+    role: Role = Role.primary
+    master: bool = False
+    health: str = ""                      # tcp://h:p | http(s)://... | smb
+    san_failover_mode: bool = False
+    smb_port: int = 445
+    smb_username: str = ""
+    smb_password_env: str | None = None   # credential reference, never the secret itself
+    smb_password_secret: str | None = None  # Prefect Secret block name
+    smb_signing: bool = True
+    max_cameras: int | None = None
+    maintenance: bool = False
+
+
+class Server(ServerBase, table=True):
+    __tablename__ = "server"
+    declared_role: Role = Role.primary
+    declared_master: bool = False
+    state: ServerState = ServerState.unknown
+    last_seen: datetime | None = _ts()
+    failing_since: datetime | None = _ts()
+    state_changed_at: datetime | None = _ts()
+    version: int = 1
+
+
+class ServerPublic(ServerBase):
+    state: ServerState
+    last_seen: datetime | None
+    cameras: int = 0
+
+
+class VolumeBase(SQLModel):
+    server_name: str = Field(foreign_key="server.name", ondelete="CASCADE", index=True)
+    drive: str = Field(max_length=1)
+    path: str | None = None               # local mount of the share root
+    capacity_bytes: int | None = None
+
+
+class Volume(VolumeBase, table=True):
+    __tablename__ = "volume"
+    __table_args__ = (sa.UniqueConstraint("server_name", "drive"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+    @property
+    def share(self) -> str:
+        return f"DATA{self.drive}"
+
+
+# --- cameras ------------------------------------------------------------------------------------
+
+class CameraBase(SQLModel):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = ""
+    movable: bool = True
+    streams: int = 1
+    storage_path: str | None = None        # 'D:\Data;*E:\Data'
+    max_storage_days: str | None = None    # '3;20'
+
+
+class Camera(CameraBase, table=True):
+    __tablename__ = "camera"
+    declared_home: str = Field(foreign_key="server.name")
+    home: str = Field(foreign_key="server.name", index=True)
+    current: str | None = Field(default=None, foreign_key="server.name", index=True)
+    pinned_home: str | None = Field(default=None, foreign_key="server.name")
+    state: CameraState = CameraState.recording
+    version: int = 1
+
+
+class CameraPublic(CameraBase):
+    home: str
+    current: str | None
+    state: CameraState
+    pinned_home: str | None
+
+
+# --- runtime records ----------------------------------------------------------------------------
+
+class FailoverEvent(SQLModel, table=True):
+    """A camera moved off a down server: swap-back copies footage recorded since ``started_at``."""
+
+    __tablename__ = "failover_event"
+    id: int | None = Field(default=None, primary_key=True)
+    camera_id: str = Field(foreign_key="camera.id", ondelete="CASCADE", index=True)
+    from_server: str
+    to_server: str
+    started_at: datetime = _ts(nullable=False)
+    ended_at: datetime | None = _ts()       # set when swap-back finished for this camera
+    reason: str = "server down"
+
+
+class ServerEvent(SQLModel, table=True):
+    """State changes of servers (down, up, maintenance, master change), for status and notifications."""
+
+    __tablename__ = "server_event"
+    id: int | None = Field(default=None, primary_key=True)
+    server: str = Field(index=True)
+    at: datetime = _ts(nullable=False)
+    kind: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class OwnershipChange(SQLModel, table=True):
+    __tablename__ = "ownership_change"
+    id: int | None = Field(default=None, primary_key=True)
+    camera_id: str = Field(index=True)
+    at: datetime = _ts(nullable=False)
+    from_server: str | None = None
+    to_server: str
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reason: str = "file count"
+
+
+class CopyJobState(StrEnum):
+    planned = "planned"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class CopyJob(SQLModel, table=True):
+    __tablename__ = "copy_job"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = "swap-back"                 # swap-back | move
+    state: CopyJobState = CopyJobState.planned
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
+    cameras: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    target: str = ""                        # destination server
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    flow_run_id: str | None = None
+    error: str | None = None
+
+
+class CopyItemState(StrEnum):
+    pending = "pending"
+    copied = "copied"        # verified at the destination, source still there
+    skipped = "skipped"      # identical file already at the destination
+    conflict = "conflict"    # different file with the same name: both kept
+    removed = "removed"      # verified copy and source deleted
+    failed = "failed"
+
+
+class CopyItem(SQLModel, table=True):
+    __tablename__ = "copy_item"
+    __table_args__ = (sa.UniqueConstraint("job_id", "src_server", "src_drive", "relpath"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="copy_job.id", ondelete="CASCADE", index=True)
+    camera_id: str = Field(index=True)
+    src_server: str
+    src_drive: str
+    dst_server: str
+    dst_drive: str
+    relpath: str
+    dst_relpath: str | None = None
+    size: int = 0
+    mtime: float = 0.0
+    state: CopyItemState = CopyItemState.pending
+    error: str | None = None
+
+
+class Hold(SQLModel, table=True):
+    """Evidence lock: footage of ``camera_id`` overlapping [start, end) is never deleted."""
+
+    __tablename__ = "hold"
+    id: int | None = Field(default=None, primary_key=True)
+    camera_id: str = Field(index=True)
+    start: datetime = _ts(nullable=False)
+    end: datetime = _ts(nullable=False)
+    reason: str
+    created_at: datetime = _ts(nullable=False)
+
+
+class DeletionAudit(SQLModel, table=True):
+    __tablename__ = "deletion_audit"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(nullable=False, index=True)
+    server: str
+    drive: str
+    path: str
+    size: int
+    rule: str                              # age | metadata_age | min_free | min_free_percent | source_copied
+    camera_id: str | None = None
+    run_id: str | None = None
+
+
+class ValidationFinding(SQLModel, table=True):
+    """Last result per (server, requirement) so a new failure can be notified once."""
+
+    __tablename__ = "validation_finding"
+    server: str = Field(primary_key=True)
+    requirement: str = Field(primary_key=True)
+    ok: bool
+    message: str = ""
+    fix: str = ""
+    at: datetime = _ts(nullable=False)
