@@ -1,0 +1,1 @@
+"""Prefect tasks: thin, typed, retried wrappers over the ``farmkeeper`` core."""
