@@ -81,7 +81,7 @@ class FarmSettings(SQLModel, table=True):
 class StorageSettings(SQLModel, table=True):
     __tablename__ = "storage_settings"
     id: int = Field(default=1, primary_key=True)
-    min_free_bytes: int = 0
+    min_free_bytes: int = Field(default=0, sa_type=sa.BigInteger)
     min_free_percent: float = 0.0
     availability: Availability = Availability.failover
     limit_storage_days: bool = False
@@ -117,6 +117,8 @@ class Server(ServerBase, table=True):
     last_seen: datetime | None = _ts()
     failing_since: datetime | None = _ts()
     state_changed_at: datetime | None = _ts()
+    probed_at: datetime | None = _ts()     # last health sweep that probed it (gaps restart failing_since)
+    probe_error: str | None = None         # why the last probe failed (no credentials)
     version: int = 1
 
 
@@ -130,7 +132,7 @@ class VolumeBase(SQLModel):
     server_name: str = Field(foreign_key="server.name", ondelete="CASCADE", index=True)
     drive: str = Field(max_length=1)
     path: str | None = None               # local mount of the share root
-    capacity_bytes: int | None = None
+    capacity_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
 class Volume(VolumeBase, table=True):
@@ -229,8 +231,8 @@ class CopyJob(SQLModel, table=True):
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     files_total: int = 0
     files_done: int = 0
-    bytes_total: int = 0
-    bytes_done: int = 0
+    bytes_total: int = Field(default=0, sa_type=sa.BigInteger)
+    bytes_done: int = Field(default=0, sa_type=sa.BigInteger)
     flow_run_id: str | None = None
     error: str | None = None
 
@@ -256,7 +258,7 @@ class CopyItem(SQLModel, table=True):
     dst_drive: str
     relpath: str
     dst_relpath: str | None = None
-    size: int = 0
+    size: int = Field(default=0, sa_type=sa.BigInteger)
     mtime: float = 0.0
     state: CopyItemState = CopyItemState.pending
     error: str | None = None
@@ -281,7 +283,7 @@ class DeletionAudit(SQLModel, table=True):
     server: str
     drive: str
     path: str
-    size: int
+    size: int = Field(sa_type=sa.BigInteger)
     rule: str                              # age | metadata_age | min_free | min_free_percent | source_copied
     camera_id: str | None = None
     run_id: str | None = None
