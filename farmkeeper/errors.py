@@ -110,7 +110,7 @@ class StorageUnavailable(StorageError):
     """The server does not answer or dropped the connection; transient, so tasks retry it."""
 
     def __init__(self, message: str, **where: str) -> None:
-        super().__init__(_errno.EHOSTUNREACH, message, transient=True, **where)  # type: ignore[arg-type]
+        super().__init__(_errno.EHOSTUNREACH, message, transient=True, **where)
 
 
 class VerificationError(StorageError):

@@ -10,7 +10,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -49,8 +48,10 @@ def load_yaml_with_lines(text: str, filename: str) -> tuple[Any, dict[Path_, int
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
         problem = getattr(exc, "problem", None) or str(exc)
+        if "stream end" in problem and getattr(exc, "context_mark", None) is not None:
+            mark = exc.context_mark  # type: ignore[attr-defined]  # unclosed bracket or quote: point at where it opened
+        line = mark.line + 1 if mark else 1
         raise FarmFileError([f"{filename}:{line}: not valid YAML: {problem}"]) from None
     if node is None:
         return {}, lines
@@ -281,16 +282,17 @@ def _reject_plain_passwords(data: dict[str, Any], problems: _Problems) -> None:
 
 
 def _cross_check(spec: FarmFile, problems: _Problems) -> None:
-    names = Counter(s.name for s in spec.servers)
+    names = {s.name for s in spec.servers}
     drives_by_server: dict[str, set[str]] = {}
     for i, server in enumerate(spec.servers):
-        if names[server.name] > 1 and spec.servers.index(server) != i:
+        if server.name in drives_by_server:
             problems.add(("servers", i, "name"), f"duplicate server name {server.name!r}")
-        drives = Counter(v.drive for v in server.volumes)
+        drives: set[str] = set()
         for j, volume in enumerate(server.volumes):
-            if drives[volume.drive] > 1 and [v.drive for v in server.volumes].index(volume.drive) != j:
+            if volume.drive in drives:
                 problems.add(("servers", i, "volumes", j, "drive"),
                              f"drive {volume.drive}: given twice for server {server.name}")
+            drives.add(volume.drive)
         if not server.volumes:
             problems.add(("servers", i, "volumes"), f"server {server.name} has no volumes")
         if server.smb.password_env and server.smb.password_secret:
@@ -306,11 +308,10 @@ def _cross_check(spec: FarmFile, problems: _Problems) -> None:
             default_data_root(default_path.drive)):
         problems.add(("storage", "default_path"),
                      f"{default_path} is not a shared Data folder (footage lives in X:\\Data, shared as DATAX)")
-    ids = Counter(c.id for c in spec.cameras)
     seen: set[str] = set()
     per_server: Counter[str] = Counter()
     for i, camera in enumerate(spec.cameras):
-        if ids[camera.id] > 1 and camera.id in seen:
+        if camera.id in seen:
             problems.add(("cameras", i, "id"), f"duplicate camera id {camera.id!r}")
         seen.add(camera.id)
         if camera.home not in names:
@@ -404,7 +405,7 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
     wanted = {srv.name for srv in spec.servers}
     declared_master = next((srv.name for srv in spec.servers if srv.master), spec.servers[0].name)
     for server_spec in spec.servers:
-        declared = {
+        declared: dict[str, Any] = {
             "host": server_spec.host, "health": server_spec.health,
             "san_failover_mode": server_spec.san_failover_mode, "smb_port": server_spec.smb.port,
             "smb_username": server_spec.smb.username, "smb_password_env": server_spec.smb.password_env,
@@ -434,8 +435,8 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
 
     cams = {cam.id: cam for cam in session.exec(select(Camera))}
     for camera_spec in spec.cameras:
-        values = {"name": camera_spec.name, "movable": camera_spec.movable, "streams": camera_spec.streams,
-                  "storage_path": camera_spec.storage_path, "max_storage_days": camera_spec.max_storage_days}
+        values: dict[str, Any] = {"name": camera_spec.name, "movable": camera_spec.movable,
+                                  "streams": camera_spec.streams, "storage_path": camera_spec.storage_path, "max_storage_days": camera_spec.max_storage_days}
         camera = cams.get(camera_spec.id)
         if camera is None:
             session.add(Camera(id=camera_spec.id, declared_home=camera_spec.home, home=camera_spec.home,
@@ -464,7 +465,7 @@ def _apply_volumes(session: Session, server_spec: ServerSpec, result: ApplyResul
     current = {v.drive: v for v in session.exec(select(Volume).where(Volume.server_name == server_spec.name))}
     for vol_spec in server_spec.volumes:
         vol = current.pop(vol_spec.drive, None)
-        values = {"path": vol_spec.path, "capacity_bytes": vol_spec.capacity}
+        values: dict[str, Any] = {"path": vol_spec.path, "capacity_bytes": vol_spec.capacity}
         if vol is None:
             session.add(Volume(server_name=server_spec.name, drive=vol_spec.drive, **values))
             result.created.append(f"volume {server_spec.name} {vol_spec.drive}:")

@@ -124,7 +124,7 @@ def add_hold(session: Session, camera_id: str, start: datetime, end: datetime, r
 
 
 def list_holds(session: Session, camera_id: str | None = None) -> Sequence[Hold]:
-    query = select(Hold).order_by(Hold.camera_id, Hold.start)
+    query = select(Hold).order_by(col(Hold.camera_id), col(Hold.start))
     if camera_id:
         query = query.where(Hold.camera_id == camera_id)
     return session.exec(query).all()
@@ -139,7 +139,7 @@ def remove_hold(session: Session, hold_id: int) -> None:
 
 def running_copy_jobs(session: Session) -> Sequence[CopyJob]:
     return session.exec(select(CopyJob).where(col(CopyJob.state).in_([CopyJobState.planned, CopyJobState.running]))
-                        .order_by(CopyJob.id)).all()
+                        .order_by(col(CopyJob.id))).all()
 
 
 def resolve_password(server: Server, secret_loader: Any = None) -> str:

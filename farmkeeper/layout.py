@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 from farmkeeper.errors import SpecError
 from farmkeeper.specs import WindowsPath
 
-VIDEO = "video"
-META = "meta"
+VIDEO: Final = "video"
+META: Final = "meta"
 FOOTAGE_ROOTS = (VIDEO, META)
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STAMP_RE = re.compile(r"^(\d{8}T\d{6}Z)\.([A-Za-z0-9]{1,8})$")

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///farmkeeper.db", description="SQLAlchemy URL of the inventory")
     home: Path = Field(Path(".farmkeeper"), description="State folder for the embedded Prefect server, logs")
-    storage: StorageAccessSettings = StorageAccessSettings()
+    storage: StorageAccessSettings = Field(default_factory=StorageAccessSettings)
     sqlite_busy_timeout_ms: int = 30_000
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from farmkeeper.errors import SpecError
 
@@ -30,7 +31,8 @@ def parse_size(value: str | int) -> int:
     unit = match.group(2).upper() if match else ""
     if not match or unit not in _SIZE_UNITS:
         raise SpecError(f"not a size: {value!r} (use e.g. 500GB, 2TiB, 1048576)")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    number, factor = match.group(1), _SIZE_UNITS[unit]
+    return int(number) * factor if "." not in number else int(Decimal(number) * factor)
 
 
 def format_size(n: int) -> str:
@@ -78,7 +80,7 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
-_WIN_PATH_RE = re.compile(r"^([A-Za-z]):\\(.*)$")
+_WIN_PATH_RE = re.compile(r"^([A-Za-z]):[\\/](.*)$")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:43:10.835878
+Create Date: 2026-11-25 18:46:58.809706
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sqlmodel
 from alembic import op
 
 import farmkeeper.models
-
 
 revision = '0001'
 down_revision = None
@@ -34,8 +33,8 @@ def upgrade() -> None:
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('files_total', sa.Integer(), nullable=False),
     sa.Column('files_done', sa.Integer(), nullable=False),
-    sa.Column('bytes_total', sa.Integer(), nullable=False),
-    sa.Column('bytes_done', sa.Integer(), nullable=False),
+    sa.Column('bytes_total', sa.BigInteger(), nullable=False),
+    sa.Column('bytes_done', sa.BigInteger(), nullable=False),
     sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.PrimaryKeyConstraint('id')
@@ -46,7 +45,7 @@ def upgrade() -> None:
     sa.Column('server', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('drive', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('path', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('camera_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -128,7 +127,7 @@ def upgrade() -> None:
 
     op.create_table('storage_settings',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('min_free_bytes', sa.Integer(), nullable=False),
+    sa.Column('min_free_bytes', sa.BigInteger(), nullable=False),
     sa.Column('min_free_percent', sa.Float(), nullable=False),
     sa.Column('availability', sa.Enum('failover', 'redundant', name='availability'), nullable=False),
     sa.Column('limit_storage_days', sa.Boolean(), nullable=False),
@@ -180,7 +179,7 @@ def upgrade() -> None:
     sa.Column('dst_drive', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('relpath', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('dst_relpath', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('mtime', sa.Float(), nullable=False),
     sa.Column('state', sa.Enum('pending', 'copied', 'skipped', 'conflict', 'removed', 'failed', name='copyitemstate'), nullable=False),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -196,7 +195,7 @@ def upgrade() -> None:
     sa.Column('server_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('drive', sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
     sa.Column('path', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('capacity_bytes', sa.Integer(), nullable=True),
+    sa.Column('capacity_bytes', sa.BigInteger(), nullable=True),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['server_name'], ['server.name'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
