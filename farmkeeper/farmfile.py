@@ -436,7 +436,8 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
     cams = {cam.id: cam for cam in session.exec(select(Camera))}
     for camera_spec in spec.cameras:
         values: dict[str, Any] = {"name": camera_spec.name, "movable": camera_spec.movable,
-                                  "streams": camera_spec.streams, "storage_path": camera_spec.storage_path, "max_storage_days": camera_spec.max_storage_days}
+                                  "streams": camera_spec.streams, "storage_path": camera_spec.storage_path,
+                                  "max_storage_days": camera_spec.max_storage_days}
         camera = cams.get(camera_spec.id)
         if camera is None:
             session.add(Camera(id=camera_spec.id, declared_home=camera_spec.home, home=camera_spec.home,
