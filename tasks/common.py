@@ -13,6 +13,8 @@ from farmkeeper import inventory
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.models import Server
 from farmkeeper.notify import notify
+from farmkeeper.settings import load_settings
+from farmkeeper.volumes import ServerVolume, server_volumes
 
 
 class Tag(StrEnum):
@@ -55,3 +57,15 @@ def send_notification(title: str, body: str, kind: str = "info", urls: list[str]
     for url in result.failed:
         logger.warning("notification to %s failed: %s", url, title)
     return result.delivered
+
+
+def farm_volumes(servers: list[str] | None = None) -> list[ServerVolume]:
+    """The volumes of the named servers (all when ``None``) with credentials resolved (env or Secret block)."""
+    with inventory_session() as session:
+        return server_volumes(session, server_password, servers=servers,
+                              require_signing=load_settings().storage.require_signing)
+
+
+def storage_prefer() -> str:
+    """How flows reach volumes: ``auto`` (local mount when the volume has a path), ``local`` or ``smb``."""
+    return load_settings().storage.prefer
