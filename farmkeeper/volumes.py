@@ -32,7 +32,8 @@ class ServerVolume:
         return f"\\\\{self.server}\\{self.share}"
 
 
-def volume_access(server: Server, volume: Volume, password: str, *, require_signing: bool | None = None) -> VolumeAccess:
+def volume_access(server: Server, volume: Volume, password: str, *,
+                  require_signing: bool | None = None) -> VolumeAccess:
     return VolumeAccess(
         server=server.name, drive=volume.drive, host=server.host, port=server.smb_port,
         username=server.smb_username, password=password, local_path=volume.path,
