@@ -1,0 +1,300 @@
+"""Copy footage between volumes: resumable, verified, parallel, bandwidth-capped.
+
+Each file is written to ``.<name>.fkpart`` next to its destination, resumed from that file's size on a
+re-run, given the source mtime, verified (size+mtime, or a BLAKE2b hash of both sides) and then renamed
+into place; an existing different destination is never overwritten (the copy goes to
+``<stem>~<source server>.<ext>`` and the result says ``conflict``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from farmkeeper.errors import StorageError, StorageExists, StorageFull, StorageUnavailable, VerificationError
+from farmkeeper.storage.base import Entry, Volume
+
+log = logging.getLogger(__name__)
+
+Status = Literal["copied", "skipped", "conflict", "failed"]
+MTIME_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    relpath: str
+    size: int
+    mtime: float
+    dst_relpath: str | None = None
+
+
+@dataclass
+class CopyResult:
+    relpath: str
+    status: Status
+    bytes: int = 0
+    error: str | None = None
+    dst_relpath: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+
+
+@dataclass
+class CopyReport:
+    results: list[CopyResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(r.bytes for r in self.results)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != "failed" for r in self.results)
+
+
+class TokenBucket:
+    """A bandwidth cap shared by every connection of one copy."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(rate / 4, 1 << 20)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= min(n, self.capacity):
+                    self.tokens -= n
+                    return
+                wait = (min(n, self.capacity) - self.tokens) / self.rate
+            time.sleep(min(wait, 1.0))
+
+
+class _Tracker:
+    def __init__(self, total_bytes: int, total_files: int, progress: Callable[[Progress], None] | None,
+                 interval: float = 0.5) -> None:
+        self.bytes_total, self.files_total = total_bytes, total_files
+        self.bytes_done = self.files_done = 0
+        self.progress = progress
+        self.interval = interval
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, nbytes: int = 0, files: int = 0) -> None:
+        with self.lock:
+            self.bytes_done += nbytes
+            self.files_done += files
+            now = time.monotonic()
+            if self.progress is None or now - self.last < self.interval:
+                return
+            self.last = now
+            snap = Progress(self.bytes_done, self.bytes_total, self.files_done, self.files_total)
+        self.progress(snap)
+
+    def final(self) -> None:
+        if self.progress is not None:
+            self.progress(Progress(self.bytes_done, self.bytes_total, self.files_done, self.files_total))
+
+
+def temp_name(relpath: str) -> str:
+    head, _, name = relpath.rpartition("/")
+    return f"{head}/.{name}.fkpart" if head else f".{name}.fkpart"
+
+
+def conflict_name(relpath: str, server: str) -> str:
+    """``video/c/0/d/h/20240101T000000Z.mkv`` → ``.../20240101T000000Z~rec2.mkv``."""
+    head, _, name = relpath.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    safe_server = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in server)
+    new = f"{stem}~{safe_server}.{ext}" if dot and stem else f"{name}~{safe_server}"
+    return f"{head}/{new}" if head else new
+
+
+def _same(a: Entry, size: int, mtime: float) -> bool:
+    return a.size == size and abs(a.mtime - mtime) <= MTIME_TOLERANCE
+
+
+def _hash_file(vol: Volume, relpath: str, chunk_size: int) -> tuple[str, int]:
+    reader = vol.open_reader(relpath)
+    try:
+        h = hashlib.blake2b(digest_size=32)
+        for data in reader.chunks(0, reader.size, chunk_size):
+            h.update(data)
+        return h.hexdigest(), reader.size
+    finally:
+        reader.close()
+
+
+class _Copier:
+    def __init__(self, src: Volume, dst: Volume, verify: Literal["size", "hash"], chunk_size: int,
+                 bucket: TokenBucket | None, tracker: _Tracker) -> None:
+        self.src, self.dst, self.verify, self.chunk = src, dst, verify, chunk_size
+        self.bucket, self.tracker = bucket, tracker
+        self.abort = threading.Event()
+
+    def copy(self, item: CopyItem) -> CopyResult:
+        src_rel = self.src.rel(item.relpath)
+        dst_rel = self.dst.rel(item.dst_relpath or item.relpath)
+        if self.abort.is_set():
+            return CopyResult(src_rel, "failed", 0, "copy aborted (an earlier file hit a fatal error)", dst_rel)
+        try:
+            return self._copy(src_rel, dst_rel, item)
+        except (StorageFull, StorageUnavailable):
+            self.abort.set()
+            raise
+        except StorageError as exc:
+            return CopyResult(src_rel, "failed", 0, str(exc), dst_rel)
+
+    def _copy(self, src_rel: str, dst_rel: str, item: CopyItem) -> CopyResult:
+        existing = self.dst.stat(dst_rel)
+        status: Status = "copied"
+        if existing is not None:
+            if self._matches(existing, src_rel, dst_rel, item):
+                self.tracker.add(item.size, 1)
+                return CopyResult(src_rel, "skipped", 0, None, dst_rel)
+            status = "conflict"
+            dst_rel = conflict_name(dst_rel, self.src.server)
+            other = self.dst.stat(dst_rel)
+            if other is not None and self._matches(other, src_rel, dst_rel, item):
+                self.tracker.add(item.size, 1)
+                return CopyResult(src_rel, "conflict", 0, None, dst_rel)
+            if other is not None:
+                return CopyResult(src_rel, "failed", 0, "destination and its conflict name both exist with "
+                                  "different content", dst_rel)
+        nbytes = self._transfer(src_rel, dst_rel)
+        self.tracker.add(0, 1)
+        return CopyResult(src_rel, status, nbytes, None, dst_rel)
+
+    def _matches(self, entry: Entry, src_rel: str, dst_rel: str, item: CopyItem) -> bool:
+        if self.verify == "hash":
+            if entry.size != item.size:
+                return False
+            return _hash_file(self.src, src_rel, self.chunk)[0] == _hash_file(self.dst, dst_rel, self.chunk)[0]
+        return _same(entry, item.size, item.mtime)
+
+    def _transfer(self, src_rel: str, dst_rel: str) -> int:
+        tmp = temp_name(dst_rel)
+        reader = self.src.open_reader(src_rel)
+        copied = 0
+        try:
+            size, mtime = reader.size, reader.mtime
+            partial = self.dst.stat(tmp)
+            resume = partial.size if partial is not None and partial.size <= size else 0
+            writer = self.dst.open_writer(tmp, truncate_to=resume)
+            h = hashlib.blake2b(digest_size=32) if self.verify == "hash" else None
+            try:
+                if h is not None and resume:
+                    for data in reader.chunks(0, resume, self.chunk):
+                        h.update(data)
+                pos = resume
+                for data in reader.chunks(resume, size, self.chunk):
+                    if self.bucket is not None:
+                        self.bucket.take(len(data))
+                    writer.write(pos, data)
+                    if h is not None:
+                        h.update(data)
+                    pos += len(data)
+                    copied += len(data)
+                    self.tracker.add(len(data))
+                done = writer.finish(mtime)
+            except StorageFull:
+                writer.abort()
+                self._drop(tmp)
+                raise
+            except BaseException:
+                writer.abort()
+                raise
+            if resume:
+                self.tracker.add(resume)
+        finally:
+            reader.close()
+        if not _same(done, size, mtime):
+            self._drop(tmp)
+            raise VerificationError(0, f"copy has size {done.size}, mtime {done.mtime:.3f}; source has {size}, "
+                                    f"{mtime:.3f}", server=self.dst.server, share=self.dst.share, path=dst_rel)
+        if h is not None:
+            got, _ = _hash_file(self.dst, tmp, self.chunk)
+            if got != h.hexdigest():
+                self._drop(tmp)
+                raise VerificationError(0, "copy's BLAKE2b hash differs from the source",
+                                        server=self.dst.server, share=self.dst.share, path=dst_rel)
+        try:
+            self.dst.rename(tmp, dst_rel)
+        except StorageExists:
+            self._drop(tmp)
+            raise
+        return copied
+
+    def _drop(self, tmp: str) -> None:
+        try:
+            self.dst.remove(tmp)
+        except StorageError as exc:
+            log.warning("could not remove temporary file %s: %s", tmp, exc)
+
+
+def copy_files(src: Volume, dst: Volume, items: Iterable[CopyItem], *, connections: int = 4,
+               verify: Literal["size", "hash"] = "size", max_bytes_per_s: float | None = None,
+               progress: Callable[[Progress], None] | None = None, chunk_size: int = 8 << 20,
+               on_result: Callable[[CopyResult], None] | None = None) -> CopyReport:
+    """Copy ``items`` from ``src`` to ``dst`` with ``connections`` threads (each with its own connections).
+
+    Raises ``StorageFull`` (destination full; the source is untouched) and ``StorageUnavailable``
+    (connection lost; a re-run resumes the partial files); per-file problems are ``failed`` results.
+    """
+    todo = list(items)
+    for item in todo:  # every path is checked before any I/O
+        src.rel(item.relpath)
+        dst.rel(item.dst_relpath or item.relpath)
+    started = time.monotonic()
+    tracker = _Tracker(sum(i.size for i in todo), len(todo), progress)
+    bucket = TokenBucket(max_bytes_per_s) if max_bytes_per_s else None
+    copier = _Copier(src, dst, verify, chunk_size, bucket, tracker)
+    report = CopyReport()
+    lock = threading.Lock()
+
+    def run(item: CopyItem) -> CopyResult:
+        result = copier.copy(item)
+        with lock:
+            report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    first_error: BaseException | None = None
+    if connections <= 1:
+        for item in todo:
+            run(item)
+    else:
+        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="fk-copy") as pool:
+            futures = [pool.submit(run, item) for item in todo]
+            for fut in futures:
+                exc = fut.exception()
+                if exc is not None and first_error is None:
+                    first_error = exc
+    report.seconds = time.monotonic() - started
+    tracker.final()
+    if first_error is not None:
+        raise first_error
+    return report
+

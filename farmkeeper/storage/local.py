@@ -1,0 +1,311 @@
+"""The local backend: a volume whose share root is mounted (or lives) on this machine."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from collections.abc import Iterable, Iterator
+
+from farmkeeper.errors import (
+    PathEscapeError,
+    StorageError,
+    StorageExists,
+    StorageFull,
+    StorageNotFound,
+    StoragePermission,
+    StorageUnavailable,
+)
+from farmkeeper.storage.base import (
+    DeleteResult,
+    Entry,
+    FileReader,
+    FileWriter,
+    Space,
+    Volume,
+    VolumeAccess,
+    check_deletable,
+    prune_candidates,
+)
+
+_ERRNO_CLASS: dict[int, type[StorageError]] = {
+    errno.ENOENT: StorageNotFound, errno.EEXIST: StorageExists, errno.EACCES: StoragePermission,
+    errno.EPERM: StoragePermission, errno.ENOSPC: StorageFull, errno.EDQUOT: StorageFull,
+    errno.EROFS: StoragePermission,
+}
+
+
+class LocalVolume(Volume):
+    """A share root on a local path; every path is checked to stay under the root (symlinks included)."""
+
+    def __init__(self, access: VolumeAccess) -> None:
+        self.server = access.server
+        self.share = access.share
+        if not access.local_path:
+            raise self.error(StorageNotFound, errno.ENOENT, "no local path configured for this volume")
+        self.root = os.path.realpath(access.local_path)
+        if not os.path.isdir(self.root):
+            raise self.error(StorageNotFound, errno.ENOENT, f"local path {access.local_path} is not a folder")
+        self._checked: set[str] = set()
+
+    def close(self) -> None:
+        pass
+
+    def wrap(self, exc: OSError, rel: str, what: str = "") -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        err = exc.errno or errno.EIO
+        cls = _ERRNO_CLASS.get(err, StorageError)
+        text = what + (exc.strerror or str(exc))
+        if err in (errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN):
+            return StorageUnavailable(text, server=self.server, share=self.share, path=rel)
+        return self.error(cls, err, text, rel)
+
+    def _abs(self, rel: str) -> str:
+        """Absolute path of ``rel`` after checking its folder resolves inside the root."""
+        path = os.path.join(self.root, rel) if rel else self.root
+        parent = os.path.dirname(path) if rel else path
+        if parent not in self._checked:
+            real = os.path.realpath(parent)
+            if real != self.root and not real.startswith(self.root + os.sep):
+                raise PathEscapeError(rel, server=self.server, share=self.share)
+            if len(self._checked) > 100_000:
+                self._checked.clear()
+            self._checked.add(parent)
+        return path
+
+    def _abs_follow(self, rel: str) -> str:
+        """Like ``_abs`` but the final component must not be a symlink leading outside the root."""
+        path = self._abs(rel)
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+            if not real.startswith(self.root + os.sep):
+                raise PathEscapeError(rel, server=self.server, share=self.share)
+        return path
+
+    # --- listing -----------------------------------------------------------------------------------
+    def _scan(self, prefix: str, with_stat: bool) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+        root = self.rel(prefix)
+        try:
+            start = self._abs(root)
+        except StorageError:
+            raise
+        stack = [(root, start)]
+        while stack:
+            rel, path = stack.pop()
+            try:
+                it = os.scandir(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise self.wrap(exc, rel, "cannot list folder: ") from None
+            files = []
+            with it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((f"{rel}/{entry.name}" if rel else entry.name, entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(entry)
+            yield rel, files
+
+    def walk(self, prefix: str = "") -> Iterator[Entry]:
+        for rel, files in self._scan(prefix, True):
+            base = rel + "/" if rel else ""
+            for entry in files:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield Entry(base + entry.name, st.st_size, st.st_mtime)
+
+    def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
+        for rel, files in self._scan(prefix, False):
+            yield rel, [e.name for e in files]
+
+    # --- single operations -------------------------------------------------------------------------
+    def space(self) -> Space:
+        try:
+            st = os.statvfs(self.root)
+        except OSError as exc:
+            raise self.wrap(exc, "") from None
+        return Space(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+
+    def stat(self, relpath: str) -> Entry | None:
+        rel = self.rel(relpath)
+        try:
+            st = os.stat(self._abs_follow(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise self.wrap(exc, rel) from None
+        return Entry(rel, 0 if stat_mod.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime)
+
+    def makedirs(self, relpath: str) -> None:
+        rel = self.rel(relpath)
+        path = self._abs(rel)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except FileExistsError:
+            raise self.error(StorageExists, errno.EEXIST, "a file is in the way of this folder", rel) from None
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot create folder: ") from None
+
+    def read_bytes(self, relpath: str) -> bytes:
+        rel = self.rel(relpath)
+        try:
+            with open(self._abs_follow(rel), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot read: ") from None
+
+    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None) -> None:
+        writer = self.open_writer(relpath, truncate_to=0)
+        try:
+            writer.write(0, data)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish(mtime)
+
+    def rename(self, src: str, dst: str) -> None:
+        s, d = self.rel(src), self.rel(dst)
+        try:
+            os.link(self._abs_follow(s), self._abs(d))  # fails if dst exists: no silent replace
+            os.unlink(self._abs(s))
+        except FileExistsError:
+            raise self.error(StorageExists, errno.EEXIST, "cannot rename: destination exists", d) from None
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                self._rename_noreplace(s, d)
+                return
+            raise self.wrap(exc, s, "cannot rename: ") from None
+
+    def _rename_noreplace(self, s: str, d: str) -> None:
+        dst = self._abs(d)
+        if os.path.lexists(dst):
+            raise self.error(StorageExists, errno.EEXIST, "cannot rename: destination exists", d)
+        try:
+            os.rename(self._abs_follow(s), dst)
+        except OSError as exc:
+            raise self.wrap(exc, s, "cannot rename: ") from None
+
+    def remove(self, relpath: str) -> None:
+        rel = self.rel(relpath)
+        try:
+            os.unlink(self._abs(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot delete: ") from None
+
+    def delete_files(self, relpaths: Iterable[str], *, prune_dirs: bool = True) -> DeleteResult:
+        rels = check_deletable(self, relpaths)
+        paths = [self._abs(rel) for rel in rels]  # every folder checked before anything is deleted
+        result = DeleteResult()
+        gone: list[str] = []
+        unlink = os.unlink
+        for rel, path in zip(rels, paths, strict=True):
+            try:
+                unlink(path)
+                result.deleted += 1
+                gone.append(rel)
+            except FileNotFoundError:
+                result.missing += 1
+                gone.append(rel)
+            except OSError as exc:
+                if exc.errno == errno.ENOTDIR:
+                    result.missing += 1
+                else:
+                    result.failed[rel] = str(self.wrap(exc, rel, "cannot delete: "))
+        if prune_dirs and gone:
+            for level in prune_candidates(gone):
+                for rel in level:
+                    try:
+                        os.rmdir(os.path.join(self.root, rel))
+                        result.pruned_dirs += 1
+                    except OSError:
+                        pass  # not empty, already gone
+        return result
+
+    # --- streaming files ---------------------------------------------------------------------------
+    def open_reader(self, relpath: str) -> FileReader:
+        rel = self.rel(relpath)
+        try:
+            fd = os.open(self._abs_follow(rel), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot open for reading: ") from None
+        return _Reader(self, rel, fd)
+
+    def open_writer(self, relpath: str, *, truncate_to: int | None = None) -> FileWriter:
+        rel = self.rel(relpath)
+        path = self._abs_follow(rel)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate_to == 0 else 0)
+        try:
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, flags, 0o644)
+            if truncate_to and os.fstat(fd).st_size > truncate_to:
+                os.ftruncate(fd, truncate_to)
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot open for writing: ") from None
+        return _Writer(self, rel, path, fd)
+
+
+class _Reader(FileReader):
+    def __init__(self, vol: LocalVolume, rel: str, fd: int) -> None:
+        self.vol, self.rel, self.fd = vol, rel, fd
+        st = os.fstat(fd)
+        self.size, self.mtime = st.st_size, st.st_mtime
+
+    def chunks(self, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+        pos = start
+        while pos < end:
+            try:
+                data = os.pread(self.fd, min(chunk_size, end - pos), pos)
+            except OSError as exc:
+                raise self.vol.wrap(exc, self.rel, "read failed: ") from None
+            if not data:
+                raise self.vol.error(StorageError, errno.EIO, f"file shrank while reading (at {pos})", self.rel)
+            pos += len(data)
+            yield data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _Writer(FileWriter):
+    def __init__(self, vol: LocalVolume, rel: str, path: str, fd: int) -> None:
+        self.vol, self.rel, self.path, self.fd = vol, rel, path, fd
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as exc:
+            raise self.vol.wrap(exc, self.rel, "write failed: ") from None
+
+    def finish(self, mtime: float | None) -> Entry:
+        try:
+            os.fsync(self.fd)
+            if mtime is not None:
+                ns = int(round(mtime * 1e9))
+                os.utime(self.fd, ns=(ns, ns))
+            st = os.fstat(self.fd)
+        except OSError as exc:
+            self.abort()
+            raise self.vol.wrap(exc, self.rel, "cannot finish writing: ") from None
+        os.close(self.fd)
+        self.fd = -1
+        return Entry(self.rel, st.st_size, st.st_mtime)
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
