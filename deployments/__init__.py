@@ -1,0 +1,83 @@
+"""The deployment set: one spec per flow of DESIGN.md, used by ``farmkeeper serve`` and mirrored in prefect.yaml.
+
+A spec names the flow module (``flows/<module>.py``), the Prefect flow name, its schedule and defaults.
+Schedules come from the farm settings' defaults; manual flows have none.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    flow_name: str
+    module: str
+    deployment: str
+    description: str
+    interval_s: float | None = None
+    cron: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    concurrency_limit: int | None = 1
+    tags: tuple[str, ...] = ("farmkeeper",)
+
+    @property
+    def entrypoint(self) -> str:
+        return f"flows/{self.module}.py:{self.function_name}"
+
+    @property
+    def function_name(self) -> str:
+        return self.flow_name.replace("-", "_")
+
+    def load_flow(self) -> Any:
+        """The Prefect flow object of this spec (the module's flow whose name is ``flow_name``)."""
+        from prefect import Flow
+
+        module = importlib.import_module(f"flows.{self.module}")
+        for value in vars(module).values():
+            if isinstance(value, Flow) and value.name == self.flow_name:
+                return value
+        raise LookupError(f"flows/{self.module}.py has no flow named {self.flow_name!r}")
+
+
+# Health checking runs as a watch: each run sweeps every health_interval for HEALTH_WATCH_S, and a new
+# run starts every HEALTH_WATCH_S, so probing is continuous without a flow-run process per sweep.
+HEALTH_WATCH_S = 300.0
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
+    DeploymentSpec("health-check", "health_check", "health-check",
+                   "Probe every server; mark down after down_after; start failover; mark recovered servers up.",
+                   interval_s=HEALTH_WATCH_S, parameters={"watch_for": HEALTH_WATCH_S}),
+    DeploymentSpec("failover", "failover", "failover",
+                   "Move the movable cameras of a down server to live redundant servers (manual: give the server).",
+                   concurrency_limit=None),
+    DeploymentSpec("swap-back", "swap_back", "swap-back",
+                   "Move cameras home and copy the footage recorded elsewhere back over SMB, verified, resumable.",
+                   concurrency_limit=2),
+    DeploymentSpec("recompute-ownership", "recompute_ownership", "recompute-ownership",
+                   "Count video files per camera on every server; home = the server with the most files.",
+                   cron="30 3 * * *"),
+    DeploymentSpec("retention-sweep", "retention_sweep", "retention-sweep",
+                   "Age rules, then free-space floors, oldest first; every deletion audited.",
+                   interval_s=900.0),
+    DeploymentSpec("move-cameras", "move_cameras", "move-cameras",
+                   "Move cameras to another (new) server with their footage (move) or without (keep).",
+                   concurrency_limit=None),
+    DeploymentSpec("validate-farm", "validate_farm", "validate-farm",
+                   "Check the SAN failover requirements: LUNs, drive letters, SAN failover mode, DATAX shares r/w.",
+                   cron="0 3 * * *"),
+)
+
+
+def available() -> list[DeploymentSpec]:
+    """The specs whose flow module exists in this checkout."""
+    out = []
+    for spec in DEPLOYMENTS:
+        try:
+            spec.load_flow()
+        except (ImportError, LookupError):
+            continue
+        out.append(spec)
+    return out

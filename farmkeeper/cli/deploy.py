@@ -1,3 +1,32 @@
-"""CLI commands of the deploy area."""
+"""``farmkeeper serve``: every deployment, embedded (a local Prefect server when PREFECT_API_URL is unset)."""
 
 from __future__ import annotations
+
+import os
+
+import typer
+
+from farmkeeper.cli.app import app, console
+from farmkeeper.settings import load_settings
+
+
+@app.command()
+def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
+          port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (loopback).")) -> None:
+    """Serve all deployments; starts a local Prefect server (SQLite under FARMKEEPER_HOME) if needed."""
+    from deployments.embedded import local_server, serve_all
+
+    settings = load_settings()
+    if os.environ.get("PREFECT_API_URL"):
+        console.print(f"serving on the Prefect API at {os.environ['PREFECT_API_URL']}")
+        serve_all(limit=limit)
+        return
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    with local_server(home, port) as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        console.print(f"Prefect server: {api_url.removesuffix('/api')}  (UI; Ctrl-C stops everything)")
+        try:
+            serve_all(limit=limit)
+        except KeyboardInterrupt:
+            console.print("stopping")
