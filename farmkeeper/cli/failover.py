@@ -1,3 +1,128 @@
-"""CLI commands of the failover area."""
+"""CLI commands of the failover area: ``run health-check``, ``run failover``, ``sim``, ``server maintenance``."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from farmkeeper import inventory
+from farmkeeper.cli.app import app, console, db_session, fail, run_app, user_errors
+from farmkeeper.errors import SpecError
+from farmkeeper.specs import parse_duration
+
+server_app = typer.Typer(help="Server commands.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@run_app.command("health-check")
+def run_health_check(
+    watch: str = typer.Option("0", "--watch", help="Keep sweeping for this long (e.g. 5m); 0 = one sweep."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """One probe sweep now, in this process: mark down/up, fail over, recover, notify."""
+    from flows.health_check import HealthCheckParams, health_check
+
+    try:
+        watch_s = parse_duration(watch)
+    except SpecError as exc:
+        fail(f"--watch: {exc}")
+    with user_errors():
+        result = health_check(HealthCheckParams(watch_for=watch_s))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    last = result["last"]
+    console.print(f"{result['sweeps']} sweep(s); not answering: {', '.join(last['down']) or 'none'}")
+    for server, transition in result["transitions"]:
+        console.print(f"{server}: {transition}", highlight=False)
+    for fo in last["failovers"]:
+        console.print(f"failover {fo['server']}: {len(fo['moved'])} moved, stranded {fo['stranded'] or '-'}, "
+                      f"offline {fo['offline'] or '-'}", highlight=False)
+
+
+@run_app.command("failover")
+def run_failover(
+    server: str = typer.Argument(..., help="The server whose cameras move away."),
+    force: bool = typer.Option(False, "--force", help="Also when the server is up or in maintenance."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fail over SERVER now (manual): movable cameras go to live redundant servers."""
+    from flows.failover import FailoverParams, failover
+
+    with db_session() as session:
+        inventory.get_server(session, server)
+    with user_errors():
+        result = failover(FailoverParams(server=server, force=force, reason="manual failover"))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if result["skipped"]:
+        console.print(f"{server}: {result['skipped']}", highlight=False)
+        return
+    for move in result["moved"]:
+        console.print(f"{move['camera']}: {move['from_server']} -> {move['to_server']}", highlight=False)
+    if result["stranded"]:
+        console.print(f"[yellow]stranded (no capacity yet):[/yellow] {', '.join(result['stranded'])}")
+    if result["offline"]:
+        console.print(f"[yellow]offline (not movable):[/yellow] {', '.join(result['offline'])}")
+    if not (result["moved"] or result["stranded"] or result["offline"]):
+        console.print(f"{server} records no cameras; nothing to move")
+
+
+@server_app.command("maintenance")
+def maintenance(
+    name: str = typer.Argument(..., help="Server name."),
+    mode: str = typer.Argument(..., help="on | off"),
+) -> None:
+    """Maintenance mode: a server that goes down while on is not failed over (its cameras wait)."""
+    if mode not in ("on", "off"):
+        fail(f"mode must be on or off, not {mode!r}")
+    with db_session() as session:
+        server = inventory.get_server(session, name, for_update=True)
+        want = mode == "on"
+        if server.maintenance == want:
+            console.print(f"{name}: maintenance already {mode}")
+            return
+        server.maintenance = want
+        server.version += 1
+        session.add(server)
+        inventory.record_server_event(session, name, "maintenance", on=want)
+        state = server.state.value
+    console.print(f"{name}: maintenance {mode} (server is {state})")
+    if not want and state == "down":
+        console.print("the next health check fails its movable cameras over")
+
+
+@app.command()
+def sim(
+    farm_file: Path = typer.Argument(..., help="The farm file (servers, health URLs)."),
+    segment: str = typer.Option("2s", "--segment", help="Length of one video segment."),
+    bitrate: str = typer.Option("2M,512k", "--bitrate", help="Bits per second of stream 0,1,... (last repeats)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir",
+                                          help="Pid and status files (default FARMKEEPER_HOME/sim)."),
+    only: str | None = typer.Option(None, "--only", help="Run just this server, in the foreground."),
+) -> None:
+    """The farm simulator: one process per server answering its probe and recording its cameras.
+
+    Cameras follow the inventory (FARMKEEPER_DATABASE_URL): apply the farm file first. Kill
+    <state-dir>/<server>.pid to simulate a dead server; restart it with --only SERVER.
+    """
+    from farmkeeper.settings import load_settings
+    from farmkeeper.sim import SimOptions, parse_bitrates, run_farm, run_server
+
+    with user_errors():
+        settings = load_settings()
+        segment_s = parse_duration(segment)
+        if segment_s < 1:
+            fail("--segment must be at least 1s (segment names have one-second resolution)")
+        options = SimOptions(database_url=settings.database_url,
+                             state_dir=(state_dir or settings.home / "sim").resolve(),
+                             segment_s=segment_s, bitrates=parse_bitrates(bitrate))
+        if only:
+            console.print(f"simulating {only} (Ctrl-C stops); state in {options.state_dir}")
+            run_server(farm_file.resolve(), only, options)
+        else:
+            console.print(f"simulating the farm of {farm_file} (Ctrl-C stops); pids in {options.state_dir}")
+            run_farm(farm_file.resolve(), options)
