@@ -31,15 +31,18 @@ RUN_RETENTION = timedelta(days=3)
 EVENT_RETENTION = timedelta(days=2)
 
 
-def server_env(home: Path, port: int) -> dict[str, str]:
-    """Environment of the local Prefect server: state under ``home``, loopback only, bounded database."""
+def server_env(home: Path, port: int, database_url: str | None = None) -> dict[str, str]:
+    """Environment of the local Prefect server: state under ``home``, loopback only, bounded database.
+
+    ``database_url`` (``postgresql+asyncpg://...``) puts Prefect's own database on PostgreSQL.
+    """
     prefect_home = home / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)
     return {
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(int(RUN_RETENTION.total_seconds())),
         "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": "1800",
@@ -68,10 +71,11 @@ def wait_healthy(api_url: str, timeout_s: float = 120.0, proc: subprocess.Popen[
 
 
 @contextlib.contextmanager
-def local_server(home: Path, port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+def local_server(home: Path, port: int | None = None, log_path: Path | None = None,
+                 database_url: str | None = None) -> Iterator[str]:
     """Start ``prefect server start`` on loopback, yield its API URL, stop it on exit."""
     port = port or free_port()
-    env = os.environ | server_env(home, port)
+    env = os.environ | server_env(home, port, database_url)
     env.pop("PREFECT_API_URL", None)
     log_path = log_path or home / "prefect-server.log"
     log = log_path.open("ab")
