@@ -200,23 +200,40 @@ class LocalVolume(Volume):
 
     def delete_files(self, relpaths: Iterable[str], *, prune_dirs: bool = True) -> DeleteResult:
         rels = check_deletable(self, relpaths)
-        paths = [self._abs(rel) for rel in rels]  # every folder checked before anything is deleted
+        by_dir: dict[str, list[tuple[str, str]]] = {}
+        for rel in rels:
+            head, _, name = rel.rpartition("/")
+            by_dir.setdefault(head, []).append((name, rel))
+        for head in by_dir:  # every folder checked before anything is deleted
+            self._abs(head + "/x")
         result = DeleteResult()
         gone: list[str] = []
         unlink = os.unlink
-        for rel, path in zip(rels, paths, strict=True):
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        for head, names in by_dir.items():
             try:
-                unlink(path)
-                result.deleted += 1
-                gone.append(rel)
-            except FileNotFoundError:
-                result.missing += 1
-                gone.append(rel)
+                dfd = os.open(os.path.join(self.root, head), flags)
+            except (FileNotFoundError, NotADirectoryError):
+                result.missing += len(names)
+                gone.extend(rel for _, rel in names)
+                continue
             except OSError as exc:
-                if exc.errno == errno.ENOTDIR:
-                    result.missing += 1
-                else:
+                for _, rel in names:
                     result.failed[rel] = str(self.wrap(exc, rel, "cannot delete: "))
+                continue
+            try:
+                for name, rel in names:
+                    try:
+                        unlink(name, dir_fd=dfd)
+                        result.deleted += 1
+                        gone.append(rel)
+                    except FileNotFoundError:
+                        result.missing += 1
+                        gone.append(rel)
+                    except OSError as exc:
+                        result.failed[rel] = str(self.wrap(exc, rel, "cannot delete: "))
+            finally:
+                os.close(dfd)
         if prune_dirs and gone:
             for level in prune_candidates(gone):
                 for rel in level:
