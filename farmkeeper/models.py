@@ -210,6 +210,20 @@ class OwnershipChange(SQLModel, table=True):
     reason: str = "file count"
 
 
+class OwnershipCount(SQLModel, table=True):
+    """The last file count of a camera's video on one server (``recompute-ownership``, for ``--explain``)."""
+
+    __tablename__ = "ownership_count"
+    camera_id: str = Field(primary_key=True, max_length=64)
+    server: str = Field(primary_key=True, max_length=64)
+    files: int = Field(default=0, sa_type=sa.BigInteger)
+    streams: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    first_day: str | None = None
+    last_day: str | None = None
+    days: int = 0
+    counted_at: datetime = _ts(nullable=False)
+
+
 class CopyJobState(StrEnum):
     planned = "planned"
     running = "running"

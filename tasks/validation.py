@@ -1,0 +1,30 @@
+"""Validation tasks: the SAN failover requirements of a redundancy group, checked and recorded."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from farmkeeper.validation import ValidationReport, check_group, load_group, record_findings
+from tasks.common import Tag, inventory_session, server_password
+
+
+@task(name="validate-servers", retries=1, retry_delay_seconds=[5], tags=[Tag.uses_smb, Tag.uses_db],
+      cache_policy=NO_CACHE)
+def validate_servers(servers: list[str] | None = None, record: bool = True) -> ValidationReport:
+    """Check the group (all servers with volumes, or ``servers``) over SMB; record the last result per check.
+
+    The gate of a swap-back: ``validate_servers([home, source]).ok``. With ``record`` the report's
+    ``new_failures`` holds the failures not seen on the previous run (notify those).
+    """
+    with inventory_session() as session:           # short read: the probes hold no inventory lock
+        group = load_group(session, server_password, servers)
+    report = check_group(group, prefer="smb")
+    if record:
+        with inventory_session() as session:
+            record_findings(session, report)
+    logger = get_run_logger()
+    for f in report.failures:
+        logger.warning("%s", f.text())
+    logger.info("%s", report.summary())
+    return report
