@@ -59,6 +59,7 @@ class ProbeTarget:
     smb_port: int = 445
     smb_username: str = ""
     smb_share: str = ""         # DATAX of the server's first volume
+    smb_signing: bool = True
     password: str = field(default="", repr=False)
 
 
@@ -111,7 +112,7 @@ def _probe_smb_blocking(target: ProbeTarget, timeout: float) -> None:
     from smbprotocol.session import Session as SmbSession
     from smbprotocol.tree import TreeConnect
 
-    conn = Connection(uuid.uuid4(), target.host, target.smb_port, require_signing=False)
+    conn = Connection(uuid.uuid4(), target.host, target.smb_port, require_signing=target.smb_signing)
     conn.connect(timeout=timeout)
     try:
         session = SmbSession(conn, target.smb_username, target.password, require_encryption=False)
@@ -172,6 +173,7 @@ def probe_targets(session: Session, password_for: dict[str, str] | None = None) 
         targets.append(ProbeTarget(
             server=server.name, health=server.health or "smb", host=server.host, smb_port=server.smb_port,
             smb_username=server.smb_username, smb_share=volumes[0].share if volumes else "",
+            smb_signing=server.smb_signing,
             password=(password_for or {}).get(server.name, "")))
     return targets
 

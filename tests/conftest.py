@@ -11,6 +11,8 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.samba",
+    "tests.fixtures.receivers",
+    "tests.fixtures.prefect_server",
 ]
 
 

@@ -58,7 +58,7 @@ def run_server(farm_file: Path, server: str, options: SimOptions) -> None:
 
 
 def _server_command(farm_file: Path, server: str, options: SimOptions) -> list[str]:
-    return [sys.executable, "-m", "farmkeeper.sim.supervisor", str(farm_file), server, str(options.state_dir),
+    return [sys.executable, "-m", "farmkeeper.sim", str(farm_file), server, str(options.state_dir),
             str(options.segment_s), ",".join(str(b) for b in options.bitrates), options.database_url]
 
 
@@ -119,13 +119,10 @@ def run_farm(farm_file: Path, options: SimOptions) -> int:
     return 0
 
 
-def _child_main(argv: list[str]) -> None:
+def child_main(argv: list[str]) -> None:
+    """Entry of one server process (``python -m farmkeeper.sim FARM SERVER STATE SEGMENT RATES URL``)."""
     farm_file, server, state_dir, segment, bitrates, url = argv
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s sim[{server}] %(levelname)s %(message)s")
     options = SimOptions(database_url=url, state_dir=Path(state_dir), segment_s=float(segment),
                          bitrates=tuple(int(b) for b in bitrates.split(",")))
     run_server(Path(farm_file), server, options)
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1:])

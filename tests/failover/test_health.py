@@ -1,0 +1,174 @@
+"""Probes against real listeners; the down/up state machine, table-driven; optimistic row updates."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from farmkeeper.db import ensure_schema, get_engine, session_scope
+from farmkeeper.health import (
+    Health,
+    ProbeResult,
+    ProbeTarget,
+    Transition,
+    apply_probe_results,
+    next_health,
+    probe_all,
+    probe_timeout,
+)
+from farmkeeper.models import Server, ServerEvent, ServerState
+from tests.failover.conftest import free_port
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, int]]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/slow":
+                time.sleep(3)
+            self.send_response({"/health": 200, "/slow": 200}.get(self.path, 503))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield "127.0.0.1", int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def tcp_listener() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield int(sock.getsockname()[1])
+    sock.close()
+
+
+def test_probes_against_real_listeners(http_server: tuple[str, int], tcp_listener: int) -> None:
+    host, port = http_server
+    closed = free_port("127.0.0.1")
+    targets = [
+        ProbeTarget("tcp-ok", f"tcp://127.0.0.1:{tcp_listener}"),
+        ProbeTarget("tcp-refused", f"tcp://127.0.0.1:{closed}"),
+        ProbeTarget("http-ok", f"http://{host}:{port}/health"),
+        ProbeTarget("http-503", f"http://{host}:{port}/other"),
+        ProbeTarget("http-slow", f"http://{host}:{port}/slow"),
+        ProbeTarget("smb-no-server", "smb", host="127.0.0.1", smb_port=closed, smb_share="DATAD",
+                    smb_username="u", password="s3cret-pw"),
+        ProbeTarget("bad", "ftp://x"),
+    ]
+    started = time.monotonic()
+    results = {r.server: r for r in probe_all(targets, timeout=0.5)}
+    assert time.monotonic() - started < 2.5, "probes run concurrently with short timeouts"
+    assert results["tcp-ok"].ok and results["http-ok"].ok
+    assert not results["tcp-refused"].ok and "Refused" in results["tcp-refused"].error
+    assert not results["http-503"].ok and "503" in results["http-503"].error
+    assert not results["http-slow"].ok and "within" in results["http-slow"].error
+    assert not results["smb-no-server"].ok and "s3cret-pw" not in results["smb-no-server"].error
+    assert not results["bad"].ok
+
+
+@pytest.mark.samba
+def test_smb_probe_against_samba(samba_farm: Any) -> None:
+    from tests.fixtures.samba import PASSWORD, USERNAME
+
+    smbd = samba_farm.servers[0]
+    ok = ProbeTarget("s", "smb", host=smbd.host, smb_port=smbd.port, smb_share="DATAD", smb_username=USERNAME,
+                     password=PASSWORD)
+    wrong = ProbeTarget("w", "smb", host=smbd.host, smb_port=smbd.port, smb_share="DATAD", smb_username=USERNAME,
+                        password="wrong-pw")
+    results = {r.server: r for r in probe_all([ok, wrong], timeout=2)}
+    assert results["s"].ok, results["s"].error
+    assert not results["w"].ok and "wrong-pw" not in results["w"].error
+
+
+def test_probe_timeout_follows_interval() -> None:
+    assert probe_timeout(10) == 2.0
+    assert probe_timeout(1) == 0.5
+    assert probe_timeout(0.1) == 0.2
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+UP, DOWN, UNKNOWN = ServerState.up, ServerState.down, ServerState.unknown
+
+
+@pytest.mark.parametrize(
+    ("before", "ok", "now", "state", "failing_since", "transition"),
+    [
+        # first answer of an unknown server
+        (Health(UNKNOWN), True, 0, UP, None, Transition.up),
+        # healthy stays healthy, no transition
+        (Health(UP, None, at(0), at(0)), True, 1, UP, None, None),
+        # first failure starts the clock
+        (Health(UP, None, at(0), at(0)), False, 1, UP, at(1), None),
+        # still failing, below down_after (5 s)
+        (Health(UP, at(1), at(0), at(5)), False, 5.9, UP, at(1), None),
+        # failing for exactly down_after: down
+        (Health(UP, at(1), at(0), at(5)), False, 6, DOWN, at(1), Transition.down),
+        # in maintenance: down, but the maintenance transition (no failover)
+        (Health(UP, at(1), at(0), at(5), maintenance=True), False, 6, DOWN, at(1), Transition.down_maintenance),
+        # already down: no second transition
+        (Health(DOWN, at(1), at(0), at(6)), False, 7, DOWN, at(1), None),
+        # answers again: recovered
+        (Health(DOWN, at(1), at(0), at(7)), True, 8, UP, None, Transition.recovered),
+        # one success resets the clock
+        (Health(UP, None, at(4), at(4)), False, 5, UP, at(5), None),
+        # a gap in probing longer than down_after restarts the clock (control plane was stopped)
+        (Health(UP, at(0), at(-1), at(1)), False, 100, UP, at(100), None),
+        # unknown server failing from the start goes down after down_after
+        (Health(UNKNOWN, at(0), None, at(4)), False, 5, DOWN, at(0), Transition.down),
+    ],
+)
+def test_state_machine(before: Health, ok: bool, now: float, state: ServerState, failing_since: datetime | None,
+                       transition: Transition | None) -> None:
+    change = next_health(before, ok, at(now), down_after_s=5, error="" if ok else "refused")
+    assert change.health.state == state
+    assert change.health.failing_since == failing_since
+    assert change.transition == transition
+    assert change.health.probed_at == at(now)
+    if ok:
+        assert change.health.last_seen == at(now) and change.error is None
+    else:
+        assert change.health.last_seen == before.last_seen and change.error == "refused"
+
+
+def test_apply_probe_results_reports_each_transition_once(make_farm: Any) -> None:
+    make_farm([("a", "primary"), ("b", "redundant")], [{"id": "c1", "home": "a"}])
+    engine = ensure_schema(get_engine())
+    fail_a = [ProbeResult("a", False, 0.1, "refused"), ProbeResult("b", True, 0.1)]
+    with session_scope(engine) as s:
+        first = apply_probe_results(s, fail_a, 5, now=at(0))
+    assert {(t.server, t.transition) for t in first} == {("b", Transition.up)}
+    with session_scope(engine) as s:
+        assert apply_probe_results(s, fail_a, 5, now=at(3)) == []
+    # two sweeps see the same failure at 6 s: only one reports "down"
+    with session_scope(engine) as s1:
+        down1 = apply_probe_results(s1, fail_a, 5, now=at(6))
+    with session_scope(engine) as s2:
+        down2 = apply_probe_results(s2, fail_a, 5, now=at(6.1))
+    assert [(t.server, t.transition) for t in down1 + down2] == [("a", Transition.down)]
+    with session_scope(engine) as s:
+        a = s.exec(select(Server).where(Server.name == "a")).one()
+        assert a.state == ServerState.down and a.probe_error == "refused" and a.version > 1
+        kinds = [e.kind for e in s.exec(select(ServerEvent).where(ServerEvent.server == "a"))]
+        assert kinds == ["down"]
