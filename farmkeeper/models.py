@@ -301,6 +301,45 @@ class DeletionAudit(SQLModel, table=True):
     rule: str                              # age | metadata_age | min_free | min_free_percent | source_copied
     camera_id: str | None = None
     run_id: str | None = None
+    outcome: str = "deleted"               # pending: written before the delete, not yet confirmed | deleted
+
+
+class RetentionVolume(SQLModel, table=True):
+    """What the last retention sweep saw on one volume, its last alert, and a lease against parallel sweeps."""
+
+    __tablename__ = "retention_volume"
+    server: str = Field(primary_key=True, max_length=64)
+    drive: str = Field(primary_key=True, max_length=1)
+    total_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    free_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    footage_files: int = Field(default=0, sa_type=sa.BigInteger)
+    footage_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    swept_at: datetime | None = _ts()
+    alert: str | None = None               # last alert (notified when it changes)
+    lease_run_id: str | None = None
+    lease_until: datetime | None = _ts()
+
+
+class RetentionCamera(SQLModel, table=True):
+    """A camera's footage on one volume after the last sweep: the storage forecast and shortfall state."""
+
+    __tablename__ = "retention_camera"
+    camera_id: str = Field(primary_key=True, max_length=64)
+    server: str = Field(primary_key=True, max_length=64)
+    drive: str = Field(primary_key=True, max_length=1)
+    video_files: int = Field(default=0, sa_type=sa.BigInteger)
+    video_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    meta_files: int = Field(default=0, sa_type=sa.BigInteger)
+    meta_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    oldest_video_at: datetime | None = _ts()
+    newest_video_at: datetime | None = _ts()
+    rule_days: int | None = None           # longest video retention of the camera (None: no age limit)
+    held_days: float | None = None         # days kept by its worst stream (relative to that stream's rule)
+    worst_stream: int | None = None
+    worst_rule_days: int | None = None
+    shortfall: bool = False                # holds fewer days than its rule because of disk pressure
+    shortfall_since: datetime | None = _ts()
+    updated_at: datetime = _ts(nullable=False)
 
 
 class ValidationFinding(SQLModel, table=True):
