@@ -1,3 +1,94 @@
-"""CLI commands of the swapback area."""
+"""CLI of the swap-back area: ``farmkeeper swap-back SERVER | --camera ID ...`` (also ``farmkeeper run swap-back``)."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from farmkeeper.cli.app import app, console, fail, run_app
+from farmkeeper.specs import human_size
+
+
+def _swap_back(server: str | None, cameras: list[str], keep_source: bool, max_mbps: float | None, verify: str,
+               dry_run: bool, connections: int | None, wait_closed: float, as_json: bool) -> None:
+    if bool(server) == bool(cameras):
+        fail("give a SERVER (every camera whose home it is) or --camera ID (repeatable), not both")
+    if verify not in ("size", "hash"):
+        fail(f"--verify must be size or hash, not {verify!r}")
+    if max_mbps is not None and max_mbps <= 0:
+        fail("--max-mbps must be positive")
+    from pydantic import ValidationError
+
+    from farmkeeper.errors import FarmkeeperError
+    from flows.swap_back import SwapBackParams, swap_back
+
+    try:
+        params = SwapBackParams(server=server, cameras=cameras, delete_source=not keep_source, max_mbps=max_mbps,
+                                verify=verify, dry_run=dry_run,
+                                connections=connections, wait_closed_s=wait_closed)
+    except ValidationError as exc:
+        fail(str(exc))
+    try:
+        result = swap_back(params)
+    except FarmkeeperError as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the flow run failed: say why, exit non-zero
+        fail(f"swap-back failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    state = result.get("state")
+    if not result.get("cameras"):
+        console.print(f"{result.get('home')}: nothing to swap back", highlight=False)
+        return
+    if state == "dry run":
+        console.print(f"[yellow]dry run[/yellow]: nothing changed; {result['files']} files "
+                      f"({human_size(result['bytes'])}) would be copied to {result['home']}", highlight=False)
+        for row in result["moves"]:
+            console.print(f"  {row['camera']}: {row['records now on']} -> {row['would record on']}, "
+                          f"{row['files to copy']} files, {row['bytes to copy']}", highlight=False)
+        for line in result.get("unmapped") or []:
+            console.print(f"[yellow]not copied:[/yellow] {line}", highlight=False)
+        return
+    console.print(f"swap-back to {result['home']} {state} (copy job #{result['job_id']}): {result['copied']} copied, "
+                  f"{result['skipped']} skipped (identical), {result['conflicts']} conflicts (both kept), "
+                  f"{result['removed']} sources removed; {human_size(result['bytes_transferred'])} in "
+                  f"{result['seconds']:.1f} s", highlight=False)
+    for line in result.get("unmapped") or []:
+        console.print(f"[yellow]not copied:[/yellow] {line}", highlight=False)
+    if result.get("still_open"):
+        console.print("[yellow]segments still open, copy them later:[/yellow] "
+                      + "; ".join(f"{k}: {len(v)}" for k, v in result["still_open"].items()), highlight=False)
+
+
+_SERVER = typer.Argument(None, help="Home server: every camera whose home it is and that records elsewhere.")
+_CAMERA = typer.Option([], "--camera", "-c", help="A camera id (repeatable); all must share one home.")
+_KEEP = typer.Option(False, "--keep-source", help="Keep the footage on the other servers after the copy.")
+_MBPS = typer.Option(None, "--max-mbps", help="Bandwidth cap in megabits per second.")
+_VERIFY = typer.Option("size", "--verify", help="size (size and mtime) or hash (BLAKE2b of both sides).")
+_DRY = typer.Option(False, "--dry-run", help="Only show what would move and be copied.")
+_CONN = typer.Option(None, "--connections", help="Parallel SMB connections per copy.")
+_WAIT = typer.Option(120.0, "--wait-closed", help="Seconds to wait for the other servers to close segments.")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+@app.command("swap-back")
+def swap_back_command(server: str | None = _SERVER, camera: list[str] = _CAMERA, keep_source: bool = _KEEP,
+                      max_mbps: float | None = _MBPS, verify: str = _VERIFY, dry_run: bool = _DRY,
+                      connections: int | None = _CONN, wait_closed: float = _WAIT, as_json: bool = _JSON) -> None:
+    """Move cameras home and copy their footage back (verified, resumable); runs the flow now, in process."""
+    _swap_back(server, camera, keep_source, max_mbps, verify, dry_run, connections, wait_closed, as_json)
+
+
+@run_app.command("swap-back")
+def run_swap_back(server: str | None = _SERVER, camera: list[str] = _CAMERA, keep_source: bool = _KEEP,
+                  max_mbps: float | None = _MBPS, verify: str = _VERIFY, dry_run: bool = _DRY,
+                  connections: int | None = _CONN, wait_closed: float = _WAIT, as_json: bool = _JSON) -> None:
+    """One run of the swap-back flow now, in this process (same as ``farmkeeper swap-back``)."""
+    _swap_back(server, camera, keep_source, max_mbps, verify, dry_run, connections, wait_closed, as_json)

@@ -1,0 +1,160 @@
+"""Swap-back specifics: which cameras go home, moving them back, waiting for closed segments, ending failovers.
+
+The copying itself is a generic copy job (``farmkeeper.copyjobs``) of kind ``swap-back`` whose target
+is the cameras' home server; this module adds what only swap-back needs:
+
+* ``select_cameras``: by home server (cameras at home there that record elsewhere, or whose footage
+  from a failover is not home yet) or by id; all must share one home.
+* ``move_home``: ``current = home`` under row locks (``Camera.version += 1``); the recorder then
+  records at home.
+* ``open_segments``: the segment-closed rule of ``farmkeeper.failover`` over any volume backend
+  (a name starting with ``.`` under the camera's folders, our own ``.fkpart`` copies aside).
+* ``end_failovers``: ``FailoverEvent.ended_at`` for the cameras whose footage is home.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, col, select
+
+from farmkeeper import inventory
+from farmkeeper.errors import InventoryError
+from farmkeeper.failover import is_open_segment, open_failover_events
+from farmkeeper.layout import camera_roots
+from farmkeeper.models import Camera, CameraState, CopyJob, CopyJobState, FailoverEvent, ServerState, utcnow
+from farmkeeper.storage import Volume
+
+KIND = "swap-back"
+TEMP_SUFFIX = ".fkpart"       # our own partial copies (farmkeeper.storage.copy.temp_name)
+
+
+@dataclass
+class Selection:
+    """The cameras one swap-back handles, all with the same home."""
+
+    home: str
+    cameras: list[str]
+    currents: dict[str, str | None]                 # camera -> server recording it before the swap-back
+    sources: list[str]                              # servers whose volumes may hold footage to bring home
+    skipped: dict[str, str] = field(default_factory=dict)   # camera -> why it is not part of this run
+
+
+def select_cameras(session: Session, *, server: str | None = None, cameras: Sequence[str] = ()) -> Selection:
+    """The cameras to bring home; raises ``InventoryError`` saying what is wrong (unknown, mixed homes...)."""
+    if bool(server) == bool(cameras):
+        raise InventoryError("give either a server (all its cameras recording elsewhere) or camera ids, not both")
+    skipped: dict[str, str] = {}
+    if server:
+        home_server = inventory.get_server(session, server)
+        chosen = []
+        unfinished = {c for j in session.exec(select(CopyJob).where(
+            CopyJob.kind == KIND, CopyJob.target == server,
+            col(CopyJob.state).in_([CopyJobState.planned, CopyJobState.running, CopyJobState.failed])))
+            for c in j.cameras}
+        for cam in inventory.list_cameras(session, home=server):
+            if cam.current != server or open_failover_events(session, camera=cam.id) or cam.id in unfinished:
+                chosen.append(cam)
+        home = home_server.name
+    else:
+        chosen = [inventory.get_camera(session, c) for c in dict.fromkeys(cameras)]
+        homes = sorted({c.home for c in chosen})
+        if len(homes) > 1:
+            by_home = "; ".join(f"{h}: {', '.join(c.id for c in chosen if c.home == h)}" for h in homes)
+            raise InventoryError(f"the cameras have different home servers ({by_home}); swap back one home at a time")
+        home = homes[0]
+        home_server = inventory.get_server(session, home)
+    if home_server.state == ServerState.down:
+        raise InventoryError(f"home server {home} is down; bring it back before swapping cameras back to it")
+    if home_server.maintenance:
+        raise InventoryError(f"home server {home} is in maintenance; end it (`farmkeeper server maintenance "
+                             f"{home} off`) before swapping back")
+    currents = {c.id: c.current for c in chosen}
+    sources: set[str] = set()
+    for cam in chosen:
+        if cam.current and cam.current != home:
+            sources.add(cam.current)
+        for event in open_failover_events(session, camera=cam.id):
+            sources.update({event.to_server, event.from_server})
+    for job in session.exec(select(CopyJob).where(CopyJob.kind == KIND, CopyJob.target == home)):
+        if set(job.cameras) & set(currents) and job.state != CopyJobState.done:
+            sources.update(_job_sources(session, job))
+    sources.discard(home)
+    return Selection(home, sorted(currents), currents, sorted(sources), skipped)
+
+
+def _job_sources(session: Session, job: CopyJob) -> set[str]:
+    from farmkeeper.models import CopyItem
+
+    return {str(s) for s in session.exec(select(CopyItem.src_server).where(CopyItem.job_id == job.id).distinct())}
+
+
+@dataclass(frozen=True)
+class MovedHome:
+    camera: str
+    from_server: str | None
+    to_server: str
+
+
+def move_home(session: Session, cameras: Iterable[str]) -> list[MovedHome]:
+    """Set ``current = home`` for each camera (rows locked, version bumped); cameras already home are skipped."""
+    moved = []
+    for cam_id in sorted(cameras):
+        cam: Camera = inventory.get_camera(session, cam_id, for_update=True)
+        if cam.current == cam.home:
+            continue
+        moved.append(MovedHome(cam.id, cam.current, cam.home))
+        cam.current = cam.home
+        cam.state = CameraState.recording
+        cam.version += 1
+        session.add(cam)
+    if moved:
+        by_from: dict[str, list[str]] = {}
+        for m in moved:
+            by_from.setdefault(m.from_server or "-", []).append(m.camera)
+        for src, cams in by_from.items():
+            inventory.record_server_event(session, moved[0].to_server, "swap-back", from_server=src, cameras=cams)
+    session.flush()
+    return moved
+
+
+def open_segments(volume: Volume, cameras: Iterable[str]) -> list[str]:
+    """Share-relative paths of the cameras' segments still being written on ``volume``."""
+    found: list[str] = []
+    for cam in cameras:
+        for root in camera_roots(cam):
+            for folder, names in volume.list_files_by_dir(root):
+                found.extend(f"{folder}/{n}" for n in names if is_open_segment(n) and not n.endswith(TEMP_SUFFIX))
+    return sorted(found)
+
+
+def end_failovers(session: Session, cameras: Iterable[str]) -> list[FailoverEvent]:
+    """Close the open failover events of ``cameras`` (their footage is home)."""
+    now = utcnow()
+    ended = []
+    for cam in cameras:
+        for event in open_failover_events(session, camera=cam):
+            event.ended_at = now
+            session.add(event)
+            ended.append(event)
+    session.flush()
+    return ended
+
+
+def resume_command(selection_server: str | None, cameras: Sequence[str], *, delete_source: bool,
+                   max_mbps: float | None, verify: str) -> str:
+    """The exact CLI command that resumes this swap-back."""
+    parts = ["farmkeeper", "swap-back"]
+    if selection_server:
+        parts.append(selection_server)
+    else:
+        for cam in cameras:
+            parts += ["--camera", cam]
+    if not delete_source:
+        parts.append("--keep-source")
+    if max_mbps:
+        parts += ["--max-mbps", f"{max_mbps:g}"]
+    if verify != "size":
+        parts += ["--verify", verify]
+    return " ".join(parts)

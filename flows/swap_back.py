@@ -1,0 +1,236 @@
+"""Flow ``swap-back``: move cameras home and bring the footage recorded elsewhere back, verified, resumable.
+
+Run from the Prefect UI (a form), ``farmkeeper swap-back SERVER | --camera ID ...`` or
+``python -m flows.swap_back SERVER``. Needs ``FARMKEEPER_DATABASE_URL`` (the inventory) and the SMB
+credentials the inventory references (``smb.password_env`` variables or Prefect Secret blocks).
+
+Order: validation gate (the seed's SAN failover requirements for the home and source servers; refused
+with the report when it fails) → ``current = home`` → wait until the source servers closed the cameras'
+last segments → plan every footage file on the other servers' volumes (same drive letter at home, same
+path) → copy per volume pair (several connections, optional cap) → verify → audit + delete the sources
+→ ``FailoverEvent.ended_at``. Everything is recorded in ``CopyJob``/``CopyItem``: a crash, a worker
+restart or a re-run continues where it stopped. At most ``farmkeeper-copy-jobs`` (a Prefect global
+concurrency limit, created with 2 slots if missing) copy flows run at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, model_validator
+
+from farmkeeper import swapback
+from farmkeeper.copyjobs import BatchResult, JobOptions, JobSummary, PlanReport, duration_text
+from farmkeeper.errors import FarmkeeperError
+from farmkeeper.models import CopyJobState
+from farmkeeper.settings import load_settings
+from farmkeeper.specs import human_size
+from tasks.common import send_notification
+from tasks.copyjobs import (
+    COPY_LIMIT,
+    check_cameras_free,
+    copy_batch,
+    end_failover_events,
+    ensure_copy_limit,
+    fail_copy_job,
+    finish_copy_job,
+    move_cameras_home,
+    plan_copy_job,
+    scan_copy_sources,
+    select_swap_back,
+    wait_segments_closed,
+)
+
+
+class SwapBackParams(BaseModel):
+    server: str | None = Field(None, description="Home server: swap back every camera whose home it is and that "
+                                                 "records elsewhere (or whose footage is not home yet)")
+    cameras: list[str] = Field(default_factory=list, description="Or these camera ids (same home server)")
+    delete_source: bool = Field(True, description="Delete the footage on the other servers once verified at home")
+    max_mbps: float | None = Field(None, gt=0, description="Bandwidth cap of the copy in megabits per second "
+                                                           "(empty = no cap)")
+    verify: Literal["size", "hash"] = Field("size", description="size: size and modification time; hash: BLAKE2b "
+                                                                "of both sides (reads everything twice)")
+    dry_run: bool = Field(False, description="Only report what would move and be copied; change nothing")
+    connections: int | None = Field(None, ge=1, le=64, description="Parallel SMB connections per copy "
+                                                                   "(default: FARMKEEPER_STORAGE__CONNECTIONS)")
+    wait_closed_s: float = Field(120.0, ge=0, description="How long to wait for the other servers to close the "
+                                                          "cameras' last segments")
+    notify: bool = Field(True, description="Notify the farm's notify URLs (started, finished, failed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_name(cls, value: Any) -> Any:
+        """``swap_back("rec1")``: a bare server name is the ``server`` parameter."""
+        return {"server": value} if isinstance(value, str) else value
+
+
+class SwapBackError(FarmkeeperError):
+    """The swap-back was refused or did not finish; the message says what remains and how to resume."""
+
+
+def _key(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "x"
+
+
+@flow(name="swap-back", log_prints=False)
+def swap_back(params: SwapBackParams) -> dict[str, Any]:
+    """Bring the cameras home with their footage (see the module docstring)."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    sel = select_swap_back(params.server, params.cameras)
+    what = params.server or ", ".join(sel.cameras)
+    resume = swapback.resume_command(params.server, sel.cameras, delete_source=params.delete_source,
+                                     max_mbps=params.max_mbps, verify=params.verify)
+    if not sel.cameras:
+        logger.info("%s: no camera to swap back (all record at home and their footage is home)", what)
+        return {"home": sel.home, "cameras": [], "state": "nothing to do"}
+    logger.info("swap-back to %s: cameras %s; footage sources %s", sel.home, ", ".join(sel.cameras),
+                ", ".join(sel.sources) or "-")
+    if params.dry_run:
+        return _dry_run(params, sel)
+    options = JobOptions(delete_source=params.delete_source, verify=params.verify, max_mbps=params.max_mbps,
+                         connections=params.connections or load_settings().storage.connections)
+    check_cameras_free(swapback.KIND, sel.cameras, sel.home)
+    _gate(params, sel, resume)
+    ensure_copy_limit()
+    try:
+        with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
+            return _run(params, sel, options, resume, started)
+    except SwapBackError:
+        raise
+    except Exception as exc:
+        message = (f"swap-back to {sel.home} failed: {type(exc).__name__}: {exc}.\nNo source file was deleted "
+                   f"unless verified at home (see the copy job in `farmkeeper status`).\nResume with: {resume}")
+        if params.notify:
+            send_notification(f"swap-back to {sel.home} FAILED", message, "failure")
+        raise SwapBackError(message) from exc
+
+
+def _gate(params: SwapBackParams, sel: swapback.Selection, resume: str) -> None:
+    """The validation gate: the seed's SAN failover requirements on the home and source servers."""
+    from tasks.validation import validate_servers
+
+    report = validate_servers([sel.home, *sel.sources])
+    create_markdown_artifact(report.to_markdown(), key=f"swap-back-validation-{_key(sel.home)}",
+                             description=f"Validation gate of the swap-back to {sel.home}")
+    if report.ok:
+        return
+    failures = "\n".join(f"- {f.text()}" for f in report.failures)
+    message = (f"swap-back to {sel.home} refused: the SAN failover requirements are not met; nothing was "
+               f"moved or copied.\n{failures}\nFix them, then run `{resume}`")
+    if params.notify:
+        send_notification(f"swap-back to {sel.home} refused", message, "failure")
+    raise SwapBackError(message)
+
+
+def _dry_run(params: SwapBackParams, sel: swapback.Selection) -> dict[str, Any]:
+    logger = get_run_logger()
+    scan = scan_copy_sources(sel.cameras, sel.home, sel.sources)
+    rows = [{"camera": cam, "records now on": sel.currents.get(cam) or "-", "would record on": sel.home,
+             "files to copy": scan.per_camera.get(cam, {}).get("files", 0),
+             "bytes to copy": human_size(scan.per_camera.get(cam, {}).get("bytes", 0))} for cam in sel.cameras]
+    create_table_artifact(rows, key=f"swap-back-dry-run-{_key(sel.home)}",
+                          description=f"Dry run of the swap-back to {sel.home}: nothing was changed")
+    logger.info("dry run: %d files (%s) would be copied to %s from %s; nothing changed", scan.files,
+                human_size(scan.bytes), sel.home, ", ".join(sel.sources) or "-")
+    for line in scan.unmapped:
+        logger.warning("%s", line)
+    return {"home": sel.home, "cameras": sel.cameras, "state": "dry run", "files": scan.files, "bytes": scan.bytes,
+            "per_camera": scan.per_camera, "unmapped": scan.unmapped, "moves": rows}
+
+
+def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, resume: str,
+         started: float) -> dict[str, Any]:
+    logger = get_run_logger()
+    moved = move_cameras_home(sel.cameras)
+    still_open = wait_segments_closed(sel.cameras, sel.sources, params.wait_closed_s)
+    run_id = str(flow_run.get_id() or "") or None
+    plan: PlanReport = plan_copy_job(swapback.KIND, sel.cameras, sel.home, sel.sources, options, run_id)
+    assert plan.job_id is not None
+    job_id = plan.job_id
+    if params.notify:
+        send_notification(
+            f"swap-back to {sel.home} started: {len(sel.cameras)} camera{'s' if len(sel.cameras) != 1 else ''}",
+            f"cameras {', '.join(sel.cameras)} record at {sel.home} again; copying {plan.todo_files} files "
+            f"({human_size(plan.todo_bytes)}) from {', '.join(sel.sources) or '-'} (copy job #{job_id})", "info")
+    progress: UUID = create_progress_artifact(0.0,  # type: ignore[assignment]  # sync in a sync flow key=f"swap-back-progress-{_key(sel.home)}",
+                                        description=f"Copy job #{job_id}: footage coming home to {sel.home}")
+    results: list[BatchResult] = []
+    error: str | None = None
+    try:
+        for key in plan.batches:
+            try:
+                results.append(copy_batch(job_id, key, options, progress))
+            except Exception as exc:  # noqa: BLE001 - recorded in the job, reported, re-raised below
+                error = f"{key.label}: {exc}"
+                logger.error("copy job #%s stopped: %s", job_id, error)
+                break
+        summary: JobSummary = finish_copy_job(job_id, error)
+    except BaseException as exc:
+        fail_copy_job(job_id, f"{type(exc).__name__}: {exc}")
+        raise
+    blocked = set(plan.unmapped_cameras) | {
+        cam for paths in still_open.values() for cam in sel.cameras
+        if any(p.split("/")[1] == cam for p in paths)}
+    home_now = [c for c, cs in summary.cameras.items() if cs.complete and c not in blocked]
+    ended = end_failover_events(home_now) if home_now else []
+    seconds = time.monotonic() - started
+    rows = summary.rows()
+    for row in rows:
+        row["failover ended"] = "yes" if row["camera"] in ended else "no"
+    create_table_artifact(rows, key=f"swap-back-{_key(sel.home)}",
+                          description=f"Swap-back to {sel.home}, copy job #{job_id}: {summary.state.value}")
+    copied = sum(c.copied for c in summary.cameras.values())
+    skipped = sum(c.skipped for c in summary.cameras.values())
+    conflicts = sum(c.conflicts for c in summary.cameras.values())
+    removed = sum(c.removed for c in summary.cameras.values())
+    moved_bytes = sum(r.bytes_copied for r in results)
+    notes = [*plan.unmapped]
+    if still_open:
+        notes.append("segments still open (copy them with a later run): "
+                     + "; ".join(f"{k}: {len(v)}" for k, v in still_open.items()))
+    if conflicts:
+        notes.append(f"{conflicts} name collision(s) with different content: both files kept "
+                     "(the copy is named <stamp>~<source server>.<ext>)")
+    ok = summary.state == CopyJobState.done
+    body = (f"copy job #{job_id}: {copied} copied, {skipped} skipped (already identical at home), {conflicts} "
+            f"conflicts, {removed} sources removed after verification ({params.verify}); "
+            f"{human_size(moved_bytes)} transferred in {duration_text(seconds)}")
+    markdown = "\n".join([f"# Swap-back to {sel.home}: {'done' if ok else 'FAILED'}", "", body, "",
+                          *[f"- {n}" for n in notes],
+                          *([f"\n**Error:** {summary.error}", "", f"Resume with `{resume}`"] if not ok else [])])
+    create_markdown_artifact(markdown, key=f"swap-back-report-{_key(sel.home)}",
+                             description=f"Swap-back to {sel.home}")
+    result = {"home": sel.home, "cameras": sel.cameras, "job_id": job_id, "state": summary.state.value,
+              "moved_home": [m.camera for m in moved], "copied": copied, "skipped": skipped,
+              "conflicts": conflicts, "removed": removed, "remaining": summary.remaining,
+              "bytes_transferred": moved_bytes, "seconds": round(seconds, 3), "failover_ended": ended,
+              "unmapped": plan.unmapped, "still_open": still_open, "error": summary.error, "resume": resume}
+    if ok:
+        logger.info("%s", body)
+        if params.notify:
+            send_notification(f"swap-back to {sel.home} finished", "\n".join([body, *notes]),
+                              "warning" if notes else "success")
+        return result
+    why = summary.error or "some files failed"
+    detail = "\n".join(summary.failures[:5])
+    message = (f"swap-back to {sel.home} failed: {why}.\nSources of unfinished files were not deleted. "
+               f"{summary.remaining} of {summary.files_total} files remain"
+               f"{' (' + detail + ')' if detail else ''}.\nResume with: {resume}")
+    if params.notify:
+        send_notification(f"swap-back to {sel.home} FAILED", "\n".join([message, body, *notes]), "failure")
+    raise SwapBackError(message)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m flows.swap_back SERVER")
+    swap_back(SwapBackParams(server=sys.argv[1]))

@@ -1,0 +1,210 @@
+"""Copy-job tasks (swap-back, move-cameras): thin, retried, one task per batch of files, never per file.
+
+``copy_batch`` handles every file of one (source volume → target volume) pair with ``copy_files``' own
+connection pool; a lost connection (``StorageUnavailable``) is retried, a full volume is not.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, cast
+from uuid import UUID
+
+from prefect import Task, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+
+from farmkeeper import copyjobs, swapback
+from farmkeeper.errors import InventoryError, StorageUnavailable
+from farmkeeper.specs import human_size
+from farmkeeper.storage import Volume, open_volume
+from farmkeeper.volumes import ServerVolume
+from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+
+COPY_LIMIT = "farmkeeper-copy-jobs"
+DEFAULT_COPY_LIMIT = 2
+
+
+def _transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what a retry can fix: lost connections, not a full volume or a refused job."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - no result to inspect: retry
+        return True
+    return isinstance(exc, StorageUnavailable | ConnectionError | TimeoutError)
+
+
+def _open(sv: ServerVolume) -> Volume:
+    return open_volume(sv.access, prefer=cast(Literal["auto", "local", "smb"], storage_prefer()))
+
+
+def _volumes(servers: list[str]) -> dict[tuple[str, str], ServerVolume]:
+    return {(sv.server, sv.drive.upper()): sv for sv in farm_volumes(servers)}
+
+
+@task(name="select-swap-back-cameras", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db],
+      cache_policy=NO_CACHE)
+def select_swap_back(server: str | None, cameras: list[str]) -> swapback.Selection:
+    with inventory_session() as session:
+        return swapback.select_cameras(session, server=server, cameras=cameras)
+
+
+@task(name="check-cameras-free", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=_transient)
+def check_cameras_free(kind: str, cameras: list[str], target: str) -> None:
+    """Refuse (``CameraBusyError``) when a live copy job of another run touches one of the cameras."""
+    with inventory_session() as session:
+        copyjobs.check_cameras_free(session, cameras, kind=kind, target=target)
+
+
+@task(name="move-cameras-home", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+def move_cameras_home(cameras: list[str]) -> list[swapback.MovedHome]:
+    """``current = home`` for each camera (row locks, version bump); the recorders follow within seconds."""
+    with inventory_session() as session:
+        moved = swapback.move_home(session, cameras)
+    for m in moved:
+        get_run_logger().info("%s: recording moves %s -> %s (home)", m.camera, m.from_server, m.to_server)
+    return moved
+
+
+@task(name="wait-segments-closed", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_smb],
+      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def wait_segments_closed(cameras: list[str], servers: list[str], timeout_s: float = 120.0,
+                         poll_s: float = 1.0) -> dict[str, list[str]]:
+    """Wait until no camera segment is still being written on the servers' volumes; returns what stayed open."""
+    logger = get_run_logger()
+    vols = [(sv, _open(sv)) for sv in farm_volumes(servers)] if servers else []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            still = {sv.label: found for sv, vol in vols if (found := swapback.open_segments(vol, cameras))}
+            if not still or time.monotonic() >= deadline:
+                break
+            logger.info("waiting for %d open segment(s) to close: %s", sum(map(len, still.values())),
+                        ", ".join(sorted(still)))
+            time.sleep(poll_s)
+    finally:
+        for _sv, vol in vols:
+            vol.close()
+    if still:
+        logger.warning("segments still open after %.0f s (not copied this time): %s", timeout_s,
+                       "; ".join(f"{k}: {len(v)}" for k, v in still.items()))
+    return still
+
+
+def _scan(cameras: list[str], target: str, sources: list[str]) -> tuple[list[copyjobs.PlannedFile],
+                                                                         copyjobs.PlanReport]:
+    target_drives = [sv.drive for sv in farm_volumes([target])]
+    opened: list[tuple[copyjobs.SourceVolume, Volume]] = []
+    try:
+        for sv in farm_volumes([s for s in sources if s != target]):
+            opened.append((copyjobs.SourceVolume(sv.server, sv.drive, sv.label), _open(sv)))
+        return copyjobs.scan_sources(opened, cameras, target, target_drives)
+    finally:
+        for _src, vol in opened:
+            vol.close()
+
+
+@task(name="scan-copy-sources", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_smb], cache_policy=NO_CACHE,
+      retry_condition_fn=_transient)
+def scan_copy_sources(cameras: list[str], target: str, sources: list[str]) -> copyjobs.PlanReport:
+    """What a copy job would copy (read-only: dry runs)."""
+    return _scan(cameras, target, sources)[1]
+
+
+@task(name="plan-copy-job", retries=3, retry_delay_seconds=[2, 5, 15], tags=[Tag.uses_smb, Tag.uses_db],
+      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def plan_copy_job(kind: str, cameras: list[str], target: str, sources: list[str], options: copyjobs.JobOptions,
+                  flow_run_id: str | None = None) -> copyjobs.PlanReport:
+    """Scan the sources, then claim (resume or create) the job and record its items in one short transaction."""
+    logger = get_run_logger()
+    files, scan = _scan(cameras, target, sources)
+    with inventory_session() as session:
+        job, resumed = copyjobs.claim_job(session, kind=kind, cameras=cameras, target=target, options=options,
+                                          flow_run_id=flow_run_id)
+        report = copyjobs.plan_job(session, job, files, scan)
+    logger.info("copy job #%s (%s): %d files, %d new, %d to do, %s", report.job_id,
+                "resumed" if resumed else "new", report.files, report.new_files, report.todo_files,
+                human_size(report.todo_bytes))
+    for line in report.unmapped:
+        logger.warning("%s", line)
+    return report
+
+
+@task(name="copy-batch", retries=3, retry_delay_seconds=[2, 5, 15], tags=[Tag.uses_smb, Tag.copies, Tag.deletes],
+      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def copy_batch(job_id: int, key: copyjobs.BatchKey, options: copyjobs.JobOptions,
+               progress_artifact: UUID | None = None) -> copyjobs.BatchResult:
+    """Copy, verify and (delete_source) remove the sources of every pending file of one volume pair."""
+    logger = get_run_logger()
+    vols = _volumes([key.src_server, key.dst_server])
+    src_sv, dst_sv = vols.get((key.src_server, key.src_drive)), vols.get((key.dst_server, key.dst_drive))
+    if src_sv is None or dst_sv is None:
+        missing = key.src_server if src_sv is None else key.dst_server
+        raise InventoryError(f"{key.label}: {missing} no longer has that volume in the inventory")
+    last_log = [0.0]
+
+    def on_progress(p: copyjobs.JobProgress) -> None:
+        if progress_artifact is not None:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(progress_artifact, p.percent, description=f"Copy job #{job_id}: {p.describe()}")
+        now = time.monotonic()
+        if now - last_log[0] >= 5.0:
+            last_log[0] = now
+            logger.info("copy job #%s: %s", job_id, p.describe())
+
+    with _open(src_sv) as src, _open(dst_sv) as dst:
+        result = copyjobs.run_batch(inventory_session, job_id, key, src, dst, options, on_progress=on_progress)
+    logger.info("%s: %d copied, %d skipped (identical), %d conflicts (both kept), %d sources removed, %d failed "
+                "in %.1f s", key.label, result.copied, result.skipped, len(result.conflicts), result.removed,
+                len(result.failed), result.seconds)
+    return result
+
+
+@task(name="finish-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+def finish_copy_job(job_id: int, error: str | None = None) -> copyjobs.JobSummary:
+    with inventory_session() as session:
+        return copyjobs.finish_job(session, job_id, error=error)
+
+
+@task(name="fail-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+def fail_copy_job(job_id: int, error: str) -> None:
+    """The run gives up on the job: ``failed``, so the next run resumes it at once."""
+    with inventory_session() as session:
+        copyjobs.fail_job(session, job_id, error)
+
+
+@task(name="end-failover-events", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
+      cache_policy=NO_CACHE)
+def end_failover_events(cameras: list[str]) -> list[str]:
+    """``ended_at`` on the open failover events of cameras whose footage is home; returns those cameras."""
+    with inventory_session() as session:
+        ended = swapback.end_failovers(session, cameras)
+    return sorted({e.camera_id for e in ended})
+
+
+def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> None:
+    """Create the global concurrency limit of copy flows (``farmkeeper-copy-jobs``) if it does not exist yet.
+
+    An operator-set limit is never changed. Without a Prefect API the flow still runs (Prefect then
+    skips acquiring a missing limit with a warning), so failures here only warn.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    logger = get_run_logger()
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(COPY_LIMIT)
+            except ObjectNotFound:
+                try:
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=COPY_LIMIT, limit=limit))
+                    logger.info("created global concurrency limit %r = %d (copy flows at once per farm)",
+                                COPY_LIMIT, limit)
+                except ObjectAlreadyExists:
+                    pass
+    except Exception as exc:  # noqa: BLE001 - the limit is a safeguard, never a reason to fail
+        logger.warning("cannot check the global concurrency limit %r: %s", COPY_LIMIT, exc)
