@@ -248,8 +248,10 @@ def probe_share(access: VolumeAccess, *, prefer: Prefer = "smb",
     res = ShareProbe(access.server, access.drive, access.share, access.username)
     secret = access.password
 
+    here = f"\\\\{access.server}\\{access.share}: "
+
     def scrub(exc: BaseException) -> str:
-        text = str(exc)
+        text = str(exc).removeprefix(here)
         return text.replace(secret, "***") if secret else text
 
     try:
