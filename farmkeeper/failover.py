@@ -359,7 +359,11 @@ class RecoveryResult:
 
 
 def apply_recovery(session: Session, server: str) -> RecoveryResult:
-    """A server answered again: its leftover cameras record again; camera-less, it becomes redundant."""
+    """A server answered again: its leftover cameras record again; once failed over it becomes redundant.
+
+    "Camera-less" counts movable cameras only: non-movable ones (USB, analog) cannot be anywhere else,
+    so a server whose movable cameras were failed over is redundant even while it records those.
+    """
     srv = inventory.get_server(session, server, for_update=True)
     result = RecoveryResult(server, srv.role)
     for cam in inventory.list_cameras(session, current=server):
@@ -368,9 +372,9 @@ def apply_recovery(session: Session, server: str) -> RecoveryResult:
             cam.version += 1
             session.add(cam)
             result.cameras_back.append(cam.id)
-    has_cameras = bool(inventory.list_cameras(session, current=server))
+    movable_left = any(c.movable for c in inventory.list_cameras(session, current=server))
     failed_over = bool(open_failover_events(session, from_server=server))
-    if not has_cameras and failed_over and srv.role != Role.redundant:
+    if not movable_left and failed_over and srv.role != Role.redundant:
         srv.role = Role.redundant
         srv.version += 1
         session.add(srv)

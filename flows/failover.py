@@ -6,8 +6,7 @@ for the same outage moves nothing twice. Needs ``FARMKEEPER_DATABASE_URL`` (the 
 Publishes a table artifact of what moved and notifies the farm's apprise URLs.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Prefect resolves the parameter model of a flow loaded from its file.
 import sys
 from typing import Any
 

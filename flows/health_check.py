@@ -19,8 +19,7 @@ or Prefect Secret blocks named by ``smb.password_env``/``password_secret`` for `
     python -m flows.health_check [--every 5m] [--overlap 30s] [--once]
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Prefect resolves the parameter model of a flow loaded from its file.
 import argparse
 import importlib
 import inspect

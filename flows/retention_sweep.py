@@ -1,0 +1,108 @@
+"""Flow ``retention-sweep``: age rules, then free-space floors (oldest first) on every volume; audit every deletion.
+
+Scheduled every 15 minutes by ``farmkeeper serve``; by hand: ``farmkeeper run retention-sweep [--dry-run]
+[--force] [--server X]`` or ``python -m flows.retention_sweep [--dry-run] [--force] [SERVER...]``.
+Needs ``FARMKEEPER_DATABASE_URL`` (the inventory) and the servers' SMB credentials (env vars or Prefect
+Secret blocks named in the farm file) unless every volume has a local ``path``. One task per volume.
+Publishes a table artifact (per volume: files and bytes deleted by rule, free space before/after) and
+notifies new retention shortfalls and alerts (purge guard, holds blocking the floors) through apprise.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from farmkeeper.retention import RULES
+from farmkeeper.specs import human_size
+from tasks.common import send_notification
+from tasks.retention import list_retention_volumes, sweep_volume
+
+
+class RetentionSweepParams(BaseModel):
+    dry_run: bool = Field(False, description="Only plan: report what would be deleted per volume and rule; "
+                                             "touch nothing and write no audit rows")
+    force: bool = Field(False, description="Delete even when the implausible-purge guard trips (more than the "
+                                           "farm's purge guard share of a volume, or all of a camera's footage)")
+    servers: list[str] | None = Field(None, description="Sweep only these servers' volumes (default: all)")
+    notify: bool = Field(True, description="Send new shortfalls and alerts to the farm's notify URLs")
+
+
+def _cell(files: int, nbytes: int) -> str:
+    return f"{files} / {human_size(nbytes)}" if files else "-"
+
+
+def artifact_rows(volumes: list[dict[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for v in volumes:
+        status = ("skipped: " + v["skipped"] if v.get("skipped") else "error: " + v["error"] if v.get("error")
+                  else "guard: nothing deleted" if v.get("blocked") else "dry run" if v.get("dry_run") else "ok")
+        counts = v.get("rules", {}) if v.get("dry_run") or v.get("blocked") else v.get("deleted", {})
+        row = {"volume": v["volume"], "status": status}
+        for rule in RULES:
+            c = counts.get(rule, {"files": 0, "bytes": 0})
+            row[rule] = _cell(c["files"], c["bytes"])
+        free_before, free_after = v.get("free_before"), v.get("free_after")
+        row["free before"] = human_size(free_before) if free_before is not None else "-"
+        row["free after"] = human_size(free_after) if free_after is not None else "-"
+        row["alerts"] = "; ".join(v.get("alerts", []))
+        rows.append(row)
+    return rows
+
+
+@flow(name="retention-sweep", log_prints=False)
+def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> dict[str, Any]:  # noqa: B008
+    """Sweep every volume (or those of ``params.servers``): one task per volume, in parallel."""
+    logger = get_run_logger()
+    run_id = str(flow_run.get_id() or "local")
+    targets = list_retention_volumes(params.servers)
+    futures = {}
+    volumes: list[dict[str, Any]] = []
+    for t in targets:
+        if t["skipped"]:
+            volumes.append(t)
+            continue
+        futures[t["volume"]] = (t, sweep_volume.submit(t["server"], t["drive"], run_id=run_id,
+                                                      dry_run=params.dry_run, force=params.force))
+    for label, (t, future) in futures.items():
+        try:
+            volumes.append(future.result())
+        except Exception as exc:  # one volume's failure never stops the others
+            logger.error("%s: sweep failed: %s", label, exc)
+            volumes.append(t | {"error": str(exc)})
+    volumes.sort(key=lambda v: v["volume"])
+
+    shortfalls = [s for v in volumes for s in v.get("shortfalls", v.get("shortfall_candidates", []))]
+    new_shortfalls = [s for v in volumes for s in v.get("new_shortfalls", [])]
+    alerts = [a for v in volumes for a in v.get("alerts", [])]
+    new_alerts = [a for v in volumes for a in v.get("new_alerts", [])]
+    errors = [f"{v['volume']}: {v['error']}" for v in volumes if v.get("error")]
+
+    title = "retention sweep" + (" (dry run)" if params.dry_run else "")
+    lines = [f"- {s}" for s in shortfalls] or ["- none"]
+    create_table_artifact(artifact_rows(volumes), key="retention-sweep",
+                          description=f"{title}: files / bytes by rule per volume")
+    create_markdown_artifact("\n".join([f"## Retention shortfall ({title})", *lines,
+                                        "", "## Alerts", *([f"- {a}" for a in alerts + errors] or ["- none"])]),
+                             key="retention-shortfall")
+    if params.notify and not params.dry_run:
+        if new_shortfalls:
+            send_notification(f"retention shortfall: {len(new_shortfalls)} camera(s) hold fewer days than "
+                              "their rule", "\n".join(f"- {s}" for s in new_shortfalls), "warning")
+        if new_alerts or errors:
+            send_notification("retention sweep alert", "\n".join(f"- {a}" for a in new_alerts + errors),
+                              "failure")
+    return {"run_id": run_id, "dry_run": params.dry_run, "force": params.force, "volumes": volumes,
+            "shortfalls": shortfalls, "new_shortfalls": new_shortfalls, "alerts": alerts, "errors": errors}
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    names = [a for a in args if not a.startswith("--")]
+    retention_sweep(RetentionSweepParams(dry_run="--dry-run" in args, force="--force" in args,
+                                         servers=names or None))
