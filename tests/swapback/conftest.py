@@ -1,0 +1,189 @@
+"""A swap-back farm on real Samba: rec1 (home, 127.0.0.60), spare1 (redundant, .61), rec2 (.62).
+
+The tests kill smbd and fill shares on purpose, so they run their own ``SambaFarm`` (shares DATAD,
+DATAE, DATAF as folders; DATAG on rec1 is an 8 MiB tmpfs for the full-disk test). Volumes have no
+local ``path`` unless a test asks for it, so every copy goes over SMB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from farmkeeper.db import ensure_schema, get_engine, session_scope
+from farmkeeper.farmfile import apply_farm_file, parse_farm_file
+from farmkeeper.layout import meta_path, video_path
+from farmkeeper.models import Camera, FailoverEvent
+from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer
+
+PASSWORD_ENV = "FK_SB_SMB_PASSWORD"
+NAMES = ("rec1", "spare1", "rec2")
+START = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def sb_samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaFarm]:
+    farm = SambaFarm(3, root=tmp_path_factory.mktemp("sb-samba"), first_host=60,
+                     shares=("DATAD", "DATAE", "DATAF"))
+    try:
+        farm.start()
+        farm.tmpfs_share(farm.servers[0], "DATAG", "8m")
+        spare_g = farm.root / farm.servers[1].host / "shares" / "DATAG"
+        farm.servers[1].add_share("DATAG", spare_g)
+        farm.servers[2].add_share("DATAG", farm.root / farm.servers[2].host / "shares" / "DATAG")
+    except SambaError as exc:
+        farm.close()
+        pytest.fail(f"Samba could not start: {exc}", pytrace=False)
+    try:
+        yield farm
+    finally:
+        farm.close()
+
+
+@dataclass
+class SBFarm:
+    samba: SambaFarm
+    path: Path
+    data: dict[str, Any]
+
+    def server(self, name: str) -> SambaServer:
+        return self.samba.servers[NAMES.index(name)]
+
+    def share(self, name: str, drive: str = "D") -> Path:
+        return self.server(name).share_path(f"DATA{drive}")
+
+    def apply(self) -> None:
+        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False))
+        spec = parse_farm_file(self.path.read_text(), str(self.path))
+        with session_scope(ensure_schema(get_engine())) as session:
+            apply_farm_file(session, spec)
+
+
+def _clean(samba: SambaFarm) -> None:
+    for server in samba.servers:
+        if not server.running:
+            server.start()
+        for share in server.shares.values():
+            for child in share.path.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
+@pytest.fixture
+def make_farm(sb_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[Callable[..., SBFarm]]:
+    """Build and apply a farm; ``drives`` per server, ``local`` gives volumes their local path."""
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    _clean(sb_samba)
+
+    def _make(cameras: list[dict[str, Any]], *, drives: str = "DE", notify: list[str] | None = None,
+              local: bool = False, servers: tuple[str, ...] = NAMES) -> SBFarm:
+        data: dict[str, Any] = {
+            "farm": {"name": "sb", "notify": notify or []},
+            "storage": {"default_path": "D:\\Data"},
+            "servers": [], "cameras": cameras,
+        }
+        for i, name in enumerate(servers):
+            srv = sb_samba.servers[NAMES.index(name)]
+            vols = []
+            for d in drives:
+                vol: dict[str, Any] = {"drive": d}
+                if local:
+                    vol["path"] = str(srv.share_path(f"DATA{d}"))
+                vols.append(vol)
+            data["servers"].append({
+                "name": name, "host": srv.host, "role": "redundant" if name.startswith("spare") else "primary",
+                "master": i == 0, "health": "smb", "san_failover_mode": True,
+                "smb": {"port": 445, "username": USERNAME, "password_env": PASSWORD_ENV},
+                "volumes": vols})
+        farm = SBFarm(sb_samba, tmp_path / "farm.yaml", data)
+        farm.apply()
+        return farm
+
+    yield _make
+    _clean(sb_samba)
+
+
+def camera(cam_id: str, home: str = "rec1", storage_path: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": cam_id, "home": home, "movable": True, "streams": 2}
+    if storage_path:
+        out["storage_path"] = storage_path
+    return out
+
+
+def write_footage(root: Path, cam: str, count: int, *, size: int = 64 << 10, start: datetime = START,
+                  step_s: int = 60, meta: bool = True, seed: int = 0) -> dict[str, str]:
+    """``count`` video segments (stream 0 and 1) plus metadata of ``cam`` under a share root; relpath → sha256."""
+    out: dict[str, str] = {}
+    for i in range(count):
+        t = start + timedelta(seconds=i * step_s)
+        rels = [video_path(cam, i % 2, t).relpath]
+        if meta:
+            rels.append(meta_path(cam, t).relpath)
+        for j, rel in enumerate(rels):
+            n = size + i * 1013 if j == 0 else 200 + i
+            data = hashlib.shake_256(f"{cam}/{rel}/{seed}".encode()).digest(n)
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            os.utime(path, (t.timestamp() + 60, t.timestamp() + 60))
+            out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def tree_hashes(root: Path, cam: str) -> dict[str, str]:
+    """relpath → sha256 of every file under the camera's folders (dot files included)."""
+    out = {}
+    for top in ("video", "meta"):
+        base = root / top / cam
+        if not base.exists():
+            continue
+        for path in base.rglob("*"):
+            if path.is_file():
+                out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def fail_over(cam: str, to: str = "spare1", from_server: str = "rec1",
+              started_at: datetime | None = None) -> None:
+    """What a failover leaves: the camera records on ``to`` and an open FailoverEvent."""
+    with session_scope(ensure_schema(get_engine())) as session:
+        row = session.get(Camera, cam)
+        assert row is not None
+        row.current = to
+        row.version += 1
+        session.add(row)
+        session.add(FailoverEvent(camera_id=cam, from_server=from_server, to_server=to,
+                                  started_at=started_at or START - timedelta(minutes=1)))
+
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    from farmkeeper.cli import app
+
+    result = runner.invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def parse_json(out: str) -> dict[str, Any]:
+    """The JSON document the CLI printed (log lines around it are ignored)."""
+    value, _end = json.JSONDecoder().raw_decode(out[out.index("{"):])
+    assert isinstance(value, dict)
+    return value
