@@ -1,8 +1,8 @@
 """Ownership count benchmark: ``recompute-ownership``'s counting vs ``rclone size``, same shares, same run.
 
-Three Samba servers on 127.0.0.60-62 (the test fixture's ``SambaFarm``, ``server signing = mandatory``
+Three Samba servers on 127.0.0.70-72 (the test fixture's ``SambaFarm``, ``server signing = mandatory``
 so every client signs) hold ``FK_BENCH_OWN_FILES`` footage files each (default 100000, so 300k together),
-built directly in the shares' folders. Ours: ``farmkeeper.ownership.count_footage`` over SMB on all six
+built directly in the shares' folders (under ``FK_BENCH_DIR``, default a tmpfs folder in /dev/shm). Ours: ``farmkeeper.ownership.count_footage`` over SMB on all six
 volumes (DATAD with the footage, DATAE empty) at once, then the per-camera totals and the home decisions.
 Peer: three ``rclone size`` (smb remotes from ``RCLONE_CONFIG_*`` env vars) run in parallel.
 
@@ -72,8 +72,10 @@ def _rclone_sizes(farm: SambaFarm, env: dict[str, str]) -> tuple[float, list[str
 
 def run(report: Any) -> None:
     per_server = int(os.environ.get("FK_BENCH_OWN_FILES", 100_000))
-    base = Path(os.environ.get("FK_BENCH_DIR") or tempfile.mkdtemp(prefix="fk-bench-own-", dir="/var/tmp"))
-    farm = SambaFarm(3, root=base / "samba", first_host=60)
+    # tmpfs by default: creating 300k files on this machine's disk takes minutes (both contenders read the same)
+    scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    base = Path(os.environ.get("FK_BENCH_DIR") or tempfile.mkdtemp(prefix="fk-bench-own-", dir=scratch))
+    farm = SambaFarm(3, root=base / "samba", first_host=70)
     for server in farm.servers:
         server.extra_global["server signing"] = "mandatory"
     farm.start()
