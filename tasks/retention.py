@@ -1,0 +1,120 @@
+"""Retention tasks: list the volumes to sweep, and sweep one volume (plan, audit, delete in batches)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.exc import OperationalError
+
+from farmkeeper import inventory
+from farmkeeper import retention as core
+from farmkeeper.errors import NotFoundError, StorageUnavailable
+from farmkeeper.models import ServerState
+from farmkeeper.storage import open_volume
+from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+
+BATCH_SIZE = 2000
+LEASE_S = 900.0
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass: an unreachable share or a busy database."""
+    try:
+        state.result()
+    except (StorageUnavailable, OperationalError, TimeoutError, ConnectionError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="list-retention-volumes", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
+def list_retention_volumes(servers: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every volume of the named servers (all when ``None``); volumes of down servers are marked skipped."""
+    with inventory_session() as session:
+        known = {s.name: s for s in inventory.list_servers(session)}
+        unknown = sorted(set(servers or ()) - set(known))
+        if unknown:
+            raise NotFoundError(f"unknown server(s): {', '.join(unknown)}")
+        out = []
+        for volume in inventory.list_volumes(session):
+            if servers is not None and volume.server_name not in servers:
+                continue
+            server = known[volume.server_name]
+            skip = "server is down" if server.state == ServerState.down else None
+            out.append({"server": volume.server_name, "drive": volume.drive,
+                        "volume": f"\\\\{volume.server_name}\\{volume.share}", "skipped": skip})
+        return out
+
+
+@task(name="sweep-volume", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_transient,
+      cache_policy=NO_CACHE, tags=[Tag.uses_smb, Tag.uses_db, Tag.deletes])
+def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False, force: bool = False,
+                 batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """Plan one volume and (unless ``dry_run``) carry the plan out; safe to re-run."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    with inventory_session() as session:
+        policy = core.build_policy(inventory.storage_settings(session), inventory.farm_settings(session),
+                                   inventory.list_cameras(session))
+        holds = core.hold_ranges(inventory.list_holds(session))
+        protected = core.in_flight_paths(session, server, drive)
+        if not dry_run:
+            busy = core.claim_volume(session, server, drive, run_id, LEASE_S)
+            if busy:
+                return {"server": server, "drive": drive, "volume": f"\\\\{server}\\DATA{drive}",
+                        "skipped": f"another retention sweep (run {busy}) is working on this volume"}
+    access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
+    if access is None:
+        raise NotFoundError(f"server {server} has no volume {drive}")
+    try:
+        with open_volume(access, prefer=storage_prefer()) as volume:  # type: ignore[arg-type]
+            space = volume.space()
+            listing = core.read_listing(volume.walk())
+            listed_s = time.monotonic() - started
+            if not dry_run:
+                with inventory_session() as session:
+                    settled = core.reconcile_pending(session, server, drive, listing)
+                if settled:
+                    logger.info("%s: settled %d audit rows left pending by an interrupted sweep",
+                                f"\\\\{server}\\DATA{drive}", settled)
+            plan = core.plan_volume(listing, policy, space=space, now=time.time(), holds=holds,
+                                    protected=protected, force=force, server=server, drive=drive)
+            report = plan.summary() | {"dry_run": dry_run, "listed_s": round(listed_s, 3)}
+            for text in report["alerts"]:
+                logger.warning("%s", text)
+            if dry_run:
+                report["free_after"] = plan.expected_free
+                report["planned_s"] = round(time.monotonic() - started, 3)
+                return report
+
+            def renew(_: core.Execution) -> None:
+                with inventory_session() as s:
+                    core.claim_volume(s, server, drive, run_id, LEASE_S)
+
+            done = core.execute_plan(volume, plan, sessions=inventory_session, run_id=run_id,
+                                     batch_size=batch_size, on_batch=renew)
+            after = volume.space()
+    finally:
+        if not dry_run:
+            with inventory_session() as session:
+                core.release_volume(session, server, drive, run_id)
+    with inventory_session() as session:
+        changes = core.record_sweep(session, plan, after)
+    if done.failed:
+        first = next(iter(done.failed.values()))
+        report["alerts"].append(f"{plan.label}: {len(done.failed)} files could not be deleted (e.g. {first})")
+        changes.new_alerts.append(report["alerts"][-1])
+    report |= {
+        "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
+        "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
+        "free_after": after.free, "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
+        "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+    logger.info("%s: deleted %d files (%d bytes), %d already gone, %d failed; free %d -> %d", plan.label,
+                done.files, done.bytes, done.missing, len(done.failed), space.free, after.free)
+    return report
