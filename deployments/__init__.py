@@ -42,14 +42,21 @@ class DeploymentSpec:
         raise LookupError(f"flows/{self.module}.py has no flow named {self.flow_name!r}")
 
 
-# Health checking runs as a watch: each run sweeps every health_interval for HEALTH_WATCH_S, and a new
-# run starts every HEALTH_WATCH_S, so probing is continuous without a flow-run process per sweep.
-HEALTH_WATCH_S = 300.0
+# Health checking runs as a watch: a run starts every HEALTH_EVERY_S and sweeps every health_interval for
+# HEALTH_EVERY_S + HEALTH_OVERLAP_S, so consecutive runs overlap and probing never stops, with one flow-run
+# process per HEALTH_EVERY_S instead of one per sweep. Two runs may overlap; a third is cancelled.
+HEALTH_EVERY_S = 300.0
+HEALTH_OVERLAP_S = 30.0
+
+
+def health_parameters(every_s: float = HEALTH_EVERY_S, overlap_s: float = HEALTH_OVERLAP_S) -> dict[str, Any]:
+    return {"params": {"watch_for": every_s + overlap_s}}
+
 
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("health-check", "health_check", "health-check",
                    "Probe every server; mark down after down_after; start failover; mark recovered servers up.",
-                   interval_s=HEALTH_WATCH_S, parameters={"watch_for": HEALTH_WATCH_S}),
+                   interval_s=HEALTH_EVERY_S, parameters=health_parameters(), concurrency_limit=2),
     DeploymentSpec("failover", "failover", "failover",
                    "Move the movable cameras of a down server to live redundant servers (manual: give the server).",
                    concurrency_limit=None),

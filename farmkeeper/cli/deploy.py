@@ -12,14 +12,21 @@ from farmkeeper.settings import load_settings
 
 @app.command()
 def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
-          port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (loopback).")) -> None:
+          port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (loopback)."),
+          health_every: str = typer.Option("5m", "--health-every",
+                                           help="Start a health-check watch run this often (it sweeps every "
+                                                "health_interval in between).")) -> None:
     """Serve all deployments; starts a local Prefect server (SQLite under FARMKEEPER_HOME) if needed."""
+    from deployments import health_parameters
     from deployments.embedded import local_server, serve_all
+    from farmkeeper.specs import parse_duration
 
+    every = parse_duration(health_every)
+    overrides = {"health-check": {"interval_s": every, "parameters": health_parameters(every, min(30.0, every / 2))}}
     settings = load_settings()
     if os.environ.get("PREFECT_API_URL"):
         console.print(f"serving on the Prefect API at {os.environ['PREFECT_API_URL']}")
-        serve_all(limit=limit)
+        serve_all(limit=limit, overrides=overrides)
         return
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -27,6 +34,6 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
         os.environ["PREFECT_API_URL"] = api_url
         console.print(f"Prefect server: {api_url.removesuffix('/api')}  (UI; Ctrl-C stops everything)")
         try:
-            serve_all(limit=limit)
+            serve_all(limit=limit, overrides=overrides)
         except KeyboardInterrupt:
             console.print("stopping")
