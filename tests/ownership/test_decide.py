@@ -71,3 +71,47 @@ def test_clock_skew() -> None:
     assert clock_skew(100.0, 101.0, 100.5) == 0
     assert clock_skew(100.0, 101.0, 40.0) == 60.0
     assert clock_skew(100.0, 101.0, 191.0) == 90.0
+
+
+def test_apply_on_postgres_locks_and_records(postgres_url: str) -> None:
+    """``apply_ownership`` on PostgreSQL: row locks, version bump, change and counts recorded; dry run writes nothing."""
+    import pandas as pd
+    from sqlmodel import select
+
+    from farmkeeper.db import make_engine, migrate, session_scope
+    from farmkeeper.farmfile import apply_farm_file, parse_farm_file
+    from farmkeeper.models import Camera, OwnershipChange, OwnershipCount
+    from farmkeeper.ownership import COLUMNS, CountResult, apply_ownership
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    farm = """
+servers:
+  - {name: rec1, host: h1, volumes: [{drive: D}]}
+  - {name: spare1, host: h2, role: redundant, volumes: [{drive: D}]}
+cameras:
+  - {id: c1, home: rec1}
+  - {id: c2, home: rec1}
+"""
+    rows = [("rec1", "D", "c1", 0, "2026-01-01", 10), ("spare1", "D", "c1", 0, "2026-01-02", 30),
+            ("spare1", "D", "c2", 0, "2026-01-02", 30), ("rec1", "D", "c2", 1, "2026-01-01", 28)]
+    counts = CountResult(frame=pd.DataFrame(rows, columns=COLUMNS), servers=["rec1", "spare1"])
+    try:
+        with session_scope(engine) as session:
+            apply_farm_file(session, parse_farm_file(farm))
+        with session_scope(engine) as session:
+            dry = apply_ownership(session, counts, dry_run=True)
+        assert [d.camera for d in dry.changes] == ["c1"]
+        with session_scope(engine) as session:
+            assert session.exec(select(OwnershipCount)).all() == []
+            outcome = apply_ownership(session, counts)
+        assert [(d.camera, d.new_home) for d in outcome.changes] == [("c1", "spare1")]
+        with session_scope(engine) as session:
+            cams = {c.id: c for c in session.exec(select(Camera))}
+            assert (cams["c1"].home, cams["c1"].version) == ("spare1", 2) and cams["c2"].home == "rec1"
+            [change] = session.exec(select(OwnershipChange)).all()
+            assert change.counts == {"rec1": 10, "spare1": 30}
+            recorded = {(r.camera_id, r.server): r.files for r in session.exec(select(OwnershipCount))}
+            assert recorded == {("c1", "rec1"): 10, ("c1", "spare1"): 30, ("c2", "spare1"): 30, ("c2", "rec1"): 28}
+    finally:
+        engine.dispose()
