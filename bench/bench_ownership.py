@@ -2,8 +2,9 @@
 
 Three Samba servers on 127.0.0.70-72 (the test fixture's ``SambaFarm``, ``server signing = mandatory``
 so every client signs) hold ``FK_BENCH_OWN_FILES`` footage files each (default 100000, so 300k together),
-built directly in the shares' folders (under ``FK_BENCH_DIR``, default a tmpfs folder in /dev/shm). Ours: ``farmkeeper.ownership.count_footage`` over SMB on all six
-volumes (DATAD with the footage, DATAE empty) at once, then the per-camera totals and the home decisions.
+built directly in the shares' folders (under ``FK_BENCH_DIR``, default a tmpfs folder in /dev/shm).
+Ours: ``farmkeeper.ownership.count_footage`` over SMB on all six volumes (DATAD with the footage,
+DATAE empty) at once, then the per-camera totals and the home decisions.
 Peer: three ``rclone size`` (smb remotes from ``RCLONE_CONFIG_*`` env vars) run in parallel.
 
     .venv/bin/python -m bench ownership

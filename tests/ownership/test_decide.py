@@ -74,7 +74,7 @@ def test_clock_skew() -> None:
 
 
 def test_apply_on_postgres_locks_and_records(postgres_url: str) -> None:
-    """``apply_ownership`` on PostgreSQL: row locks, version bump, change and counts recorded; dry run writes nothing."""
+    """``apply_ownership`` on PostgreSQL: row locks, version bump, change and counts recorded; dry run is a no-op."""
     import pandas as pd
     from sqlmodel import select
 
