@@ -33,14 +33,7 @@ from farmkeeper.health import Transition
 from farmkeeper.specs import parse_duration
 from flows.failover import FailoverParams, failover
 from tasks.common import send_notification
-from tasks.health import (
-    HealthUpdate,
-    find_pending_failovers,
-    find_swap_backs_due,
-    mark_swap_back_started,
-    probe_servers,
-    record_health,
-)
+from tasks.health import HealthUpdate, check_servers, mark_swap_back_started
 
 
 class HealthCheckParams(BaseModel):
@@ -93,22 +86,20 @@ def start_swap_back(server: str) -> tuple[bool, str]:
 def sweep() -> dict[str, Any]:
     """One probe sweep and everything it triggers; returns a summary."""
     logger = get_run_logger()
-    probes = probe_servers()
-    update = record_health(probes)
+    update = check_servers()
     failovers: list[dict[str, Any]] = []
     for server in update.of(Transition.down):
         failovers.append(failover(FailoverParams(server=server), newly_down=True))
-    for server in find_pending_failovers():
-        if server not in update.of(Transition.down):
-            failovers.append(failover(FailoverParams(server=server, reason="stranded, retried")))
+    for server in update.pending_failovers:
+        failovers.append(failover(FailoverParams(server=server, reason="stranded, retried")))
     _notify_update(update)
-    for server in find_swap_backs_due():
+    for server in update.swap_backs_due:
         started, detail = start_swap_back(server)
         (logger.info if started else logger.warning)("auto swap-back of %s: %s", server, detail)
         mark_swap_back_started(server, started, detail)
     return {
-        "interval_s": probes.health_interval_s,
-        "down": [r.server for r in probes.results if not r.ok],
+        "interval_s": update.health_interval_s,
+        "down": [r.server for r in update.results if not r.ok],
         "transitions": [(t.server, t.transition.value) for t in update.transitions],
         "failovers": failovers,
     }

@@ -22,6 +22,10 @@ class ProbeSweep:
 
 @dataclass
 class HealthUpdate:
+    results: list[ProbeResult] = field(default_factory=list)
+    health_interval_s: float = 10.0
+    pending_failovers: list[str] = field(default_factory=list)   # down servers whose stranded cameras can move
+    swap_backs_due: list[str] = field(default_factory=list)
     transitions: list[ServerTransition] = field(default_factory=list)
     recoveries: list[core_failover.RecoveryResult] = field(default_factory=list)
     offline: dict[str, list[str]] = field(default_factory=dict)     # down-in-maintenance server → cameras
@@ -31,9 +35,29 @@ class HealthUpdate:
         return [t.server for t in self.transitions if t.transition == kind]
 
 
+@task(name="check-servers", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
+def check_servers() -> HealthUpdate:
+    """One sweep in one task: probe every server, record the results, find pending failovers/swap-backs.
+
+    One task per sweep (not four) keeps a watching run light on the Prefect API.
+    """
+    sweep = _probe()
+    update = _record(sweep)
+    update.results, update.health_interval_s = sweep.results, sweep.health_interval_s
+    with inventory_session() as session:
+        update.pending_failovers = [s for s in core_failover.pending_failovers(session)
+                                    if s not in update.of(Transition.down)]
+        update.swap_backs_due = core_failover.swap_back_due(session)
+    return update
+
+
 @task(name="probe-servers", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
 def probe_servers() -> ProbeSweep:
     """Probe every server of the inventory concurrently (timeout min(2 s, interval/2) each)."""
+    return _probe()
+
+
+def _probe() -> ProbeSweep:
     logger = get_run_logger()
     with inventory_session() as session:
         farm = inventory.farm_settings(session)
@@ -57,13 +81,17 @@ def probe_servers() -> ProbeSweep:
 @task(name="record-health", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
 def record_health(sweep: ProbeSweep) -> HealthUpdate:
     """Apply the probe results to the inventory in one transaction; recovery happens here too."""
+    return _record(sweep)
+
+
+def _record(sweep: ProbeSweep) -> HealthUpdate:
     logger = get_run_logger()
     update = HealthUpdate()
     with inventory_session() as session:
         update.transitions = health.apply_probe_results(session, sweep.results, sweep.down_after_s)
         for t in update.transitions:
-            if t.transition == Transition.up:
-                logger.info("server %s is up", t.server)
+            if t.transition in (Transition.up, Transition.recovered):
+                logger.info("server %s: %s", t.server, t.transition.value)
             else:
                 logger.warning("server %s: %s", t.server, t.transition.value)
             if t.transition == Transition.down_maintenance:
