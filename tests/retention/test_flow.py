@@ -191,3 +191,27 @@ def test_server_filter_and_unknown_server(retention_farm: RetentionFarm) -> None
 
     with pytest.raises(NotFoundError):
         sweep(servers=["nope"])
+
+
+@pytest.mark.samba
+def test_sweep_over_samba(retention_farm: RetentionFarm, samba_farm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    server = samba_farm.servers[1]
+    share = server.share_path("DATAE")
+    monkeypatch.setenv("FK_RET_SMB_PW", server.password)
+    retention_farm.apply(servers=[{"name": "smb2", "host": server.host, "role": "primary", "master": True,
+                                   "health": "smb", "volumes": [{"drive": "E"}],
+                                   "smb": {"port": server.port, "username": server.username,
+                                           "password_env": "FK_RET_SMB_PW"}}],
+                         storage={"default_path": "E:\\Data"}, cameras=[{"id": "cam-s2", "home": "smb2"}])
+    try:
+        paths = write(share, days_back("cam-s2", 0, 9, now=now()))
+        result = sweep()
+        assert result["errors"] == []
+        assert files_under(share) == set(paths) - older(paths, 7)
+        assert {r.path for r in audit()} == older(paths, 7)
+        assert "password" not in str(result).lower() and server.password not in str(result)
+    finally:
+        for sub in ("video", "meta"):
+            shutil.rmtree(share / sub, ignore_errors=True)
