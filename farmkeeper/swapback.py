@@ -39,6 +39,7 @@ class Selection:
     currents: dict[str, str | None]                 # camera -> server recording it before the swap-back
     sources: list[str]                              # servers whose volumes may hold footage to bring home
     skipped: dict[str, str] = field(default_factory=dict)   # camera -> why it is not part of this run
+    unreachable: list[str] = field(default_factory=list)     # down servers whose volumes were not read
 
 
 def select_cameras(session: Session, *, server: str | None = None, cameras: Sequence[str] = ()) -> Selection:
@@ -80,8 +81,17 @@ def select_cameras(session: Session, *, server: str | None = None, cameras: Sequ
     for job in session.exec(select(CopyJob).where(CopyJob.kind == KIND, CopyJob.target == home)):
         if set(job.cameras) & set(currents) and job.state != CopyJobState.done:
             sources.update(_job_sources(session, job))
+    unreachable = []
+    with_volumes = {v.server_name for v in inventory.list_volumes(session)}
+    for other in inventory.list_servers(session):   # footage may be anywhere: every other live server is read
+        if other.name == home or other.name not in with_volumes:
+            continue
+        if other.state == ServerState.down:
+            unreachable.append(other.name)
+        else:
+            sources.add(other.name)
     sources.discard(home)
-    return Selection(home, sorted(currents), currents, sorted(sources), skipped)
+    return Selection(home, sorted(currents), currents, sorted(sources), skipped, sorted(unreachable))
 
 
 def _job_sources(session: Session, job: CopyJob) -> set[str]:

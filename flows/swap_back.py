@@ -94,6 +94,9 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
         return {"home": sel.home, "cameras": [], "state": "nothing to do"}
     logger.info("swap-back to %s: cameras %s; footage sources %s", sel.home, ", ".join(sel.cameras),
                 ", ".join(sel.sources) or "-")
+    if sel.unreachable:
+        logger.warning("servers down, their volumes not read (footage there, if any, comes home with a later "
+                       "run): %s", ", ".join(sel.unreachable))
     if params.dry_run:
         return _dry_run(params, sel)
     options = JobOptions(delete_source=params.delete_source, verify=params.verify, max_mbps=params.max_mbps,
@@ -194,6 +197,8 @@ def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, r
     removed = sum(c.removed for c in summary.cameras.values())
     moved_bytes = sum(r.bytes_copied for r in results)
     notes = [*plan.unmapped]
+    if sel.unreachable:
+        notes.append(f"not read (server down): {', '.join(sel.unreachable)}; re-run when they are back")
     if still_open:
         notes.append("segments still open (copy them with a later run): "
                      + "; ".join(f"{k}: {len(v)}" for k, v in still_open.items()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,6 +185,8 @@ def cli(*args: str) -> tuple[int, str]:
 
 def parse_json(out: str) -> dict[str, Any]:
     """The JSON document the CLI printed (log lines around it are ignored)."""
-    value, _end = json.JSONDecoder().raw_decode(out[out.index("{"):])
+    start = re.search(r'^\{\n  "', out, re.MULTILINE)
+    assert start is not None, out
+    value, _end = json.JSONDecoder().raw_decode(out[start.start():])
     assert isinstance(value, dict)
     return value

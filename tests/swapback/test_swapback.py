@@ -81,3 +81,133 @@ def test_swap_back_brings_footage_home(prefect_api: None, make_farm: Callable[..
     # a second run has nothing to do
     code, out = cli("swap-back", "rec1", "--json")
     assert code == 0 and parse_json(out)["state"] == "nothing to do"
+
+
+def _snapshot(farm: SBFarm) -> dict[str, dict[str, str]]:
+    return {f"{srv}/{d}": tree_hashes(farm.share(srv, d), cam) for srv in ("rec1", "spare1") for d in "DE"
+            for cam in ("cam-a",)}
+
+
+def test_dry_run_touches_nothing(prefect_api: None, make_farm: Callable[..., SBFarm]) -> None:
+    farm = make_farm([camera("cam-a")])
+    want = write_footage(farm.share("spare1", "D"), "cam-a", 6)
+    fail_over("cam-a")
+    before = _snapshot(farm)
+    code, out = cli("swap-back", "--camera", "cam-a", "--dry-run", "--json")
+    assert code == 0, out
+    result = parse_json(out)
+    assert result["state"] == "dry run" and result["files"] == len(want)
+    assert _snapshot(farm) == before
+    assert _camera("cam-a").current == "spare1" and _jobs() == []
+    assert all(e.ended_at is None for e in _events("cam-a"))
+
+
+def test_collision_keeps_both_and_identical_is_skipped(prefect_api: None, make_farm: Callable[..., SBFarm]) -> None:
+    farm = make_farm([camera("cam-a")])
+    src = write_footage(farm.share("spare1", "D"), "cam-a", 4)
+    same, differ = sorted(p for p in src if p.startswith("video/"))[:2]
+    for rel, seed in ((same, None), (differ, 9)):
+        dst = farm.share("rec1", "D") / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        source = farm.share("spare1", "D") / rel
+        dst.write_bytes(source.read_bytes() if seed is None else b"other content of the same name")
+        st = source.stat()
+        __import__("os").utime(dst, (st.st_atime, st.st_mtime))
+    fail_over("cam-a")
+    code, out = cli("swap-back", "--camera", "cam-a", "--json")
+    assert code == 0, out
+    result = parse_json(out)
+    items = [(i.relpath, i.state, i.dst_relpath, i.error) for i in _items(result["job_id"])]
+    assert (result["skipped"], result["conflicts"], result["remaining"]) == (1, 1, 0), items
+    home = tree_hashes(farm.share("rec1", "D"), "cam-a")
+    kept = differ.replace(".mkv", "~spare1.mkv")
+    assert home[kept] == src[differ]                          # the copy, under its conflict name
+    assert home[differ] != src[differ]                        # home's own file untouched
+    assert {k: v for k, v in home.items() if k != kept and k != differ} == {k: v for k, v in src.items()
+                                                                          if k != differ}
+    assert tree_hashes(farm.share("spare1", "D"), "cam-a") == {}
+
+
+def test_camera_in_a_live_job_is_refused(prefect_api: None, make_farm: Callable[..., SBFarm]) -> None:
+    from farmkeeper.models import utcnow
+
+    make_farm([camera("cam-a"), camera("cam-c")])
+    fail_over("cam-a")
+    with session_scope(ensure_schema(get_engine())) as session:
+        now = utcnow()
+        session.add(CopyJob(kind="move", state=CopyJobState.running, created_at=now, updated_at=now,
+                            cameras=["cam-a", "cam-c"], target="rec2",
+                            params={"owner": {"host": "another-worker", "pid": 1}}))
+    code, out = cli("swap-back", "--camera", "cam-a")
+    assert code == 1
+    assert "cam-a already in copy job #1" in " ".join(out.split())
+    assert _camera("cam-a").current == "spare1"               # nothing moved
+
+
+def _run_cli_thread(*args: str) -> tuple[__import__("threading").Thread, dict[str, object]]:
+    import threading
+
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        box["code"], box["out"] = cli(*args)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _wait_job(pred: Callable[[CopyJob], bool], timeout: float = 60.0) -> CopyJob:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = _jobs()
+        if jobs and pred(jobs[-1]):
+            return jobs[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"copy job never reached the condition: {_jobs()}")
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_smbd_killed_mid_copy_then_rerun_completes(prefect_api: None, make_farm: Callable[..., SBFarm],
+                                                   side: str) -> None:
+    farm = make_farm([camera("cam-a")])
+    want = write_footage(farm.share("spare1", "D"), "cam-a", 24, size=1 << 20, meta=False)
+    fail_over("cam-a")
+    thread, box = _run_cli_thread("swap-back", "--camera", "cam-a", "--max-mbps", "40", "--json")
+    _wait_job(lambda j: j.bytes_done > 2 << 20)
+    victim = farm.server("spare1" if side == "source" else "rec1")
+    victim.kill()
+    __import__("time").sleep(1.0)
+    victim.start()
+    thread.join(300)
+    assert not thread.is_alive()
+    if box["code"] != 0:                       # the run gave up: a re-run resumes the same job
+        code, out = cli("swap-back", "--camera", "cam-a", "--json")
+        assert code == 0, out
+    (job,) = _jobs()
+    assert job.state == CopyJobState.done
+    home = tree_hashes(farm.share("rec1", "D"), "cam-a")
+    assert home == want                       # byte-identical, nothing lost, no duplicate or temp file left
+    assert tree_hashes(farm.share("spare1", "D"), "cam-a") == {}
+
+
+def test_destination_full_fails_cleanly(prefect_api: None, make_farm: Callable[..., SBFarm],
+                                        http_receiver: HttpReceiver) -> None:
+    farm = make_farm([camera("cam-a", storage_path="G:\\Data")], drives="G", notify=[http_receiver.url],
+                     servers=("rec1", "spare1"))
+    want = write_footage(farm.share("spare1", "G"), "cam-a", 12, size=1 << 20, meta=False)   # 12 MiB > 8 MiB
+    fail_over("cam-a")
+    code, out = cli("swap-back", "--camera", "cam-a")
+    assert code == 1
+    text = " ".join(out.split())
+    assert "no space" in text and "remain" in text and "Resume with: farmkeeper swap-back --camera cam-a" in text
+    assert tree_hashes(farm.share("spare1", "G"), "cam-a") == want     # no source file deleted
+    (job,) = _jobs()
+    assert job.state == CopyJobState.failed and job.files_done < job.files_total
+    failed = http_receiver.wait_for(lambda m: "FAILED" in m.get("title", ""))
+    assert "farmkeeper swap-back --camera cam-a" in failed["message"]
+    # nothing half-written is left under a footage name at home
+    home = tree_hashes(farm.share("rec1", "G"), "cam-a")
+    assert all(want[k] == v for k, v in home.items() if not k.rsplit("/", 1)[1].startswith("."))
