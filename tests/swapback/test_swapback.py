@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -211,3 +212,45 @@ def test_destination_full_fails_cleanly(prefect_api: None, make_farm: Callable[.
     # nothing half-written is left under a footage name at home
     home = tree_hashes(farm.share("rec1", "G"), "cam-a")
     assert all(want[k] == v for k, v in home.items() if not k.rsplit("/", 1)[1].startswith("."))
+
+
+def test_worker_killed_mid_copy_resumes(prefect_api: None, make_farm: Callable[..., SBFarm], tmp_path: Path,
+                                        inventory_url: str) -> None:
+    """kill -9 of the process running the flow; the next run resumes the same job and copies no file twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    farm = make_farm([camera("cam-a")])
+    want = write_footage(farm.share("spare1", "D"), "cam-a", 30, size=1 << 20, meta=False)
+    fail_over("cam-a")
+    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()), FARMKEEPER_DATABASE_URL=inventory_url)
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "farmkeeper.cli", "swap-back", "--camera", "cam-a",
+                                 "--max-mbps", "24"], env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                start_new_session=True)
+    try:
+        before = _wait_job(lambda j: j.files_done >= 5, timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    time.sleep(1.5)                      # let the last in-flight write settle
+    (job,) = _jobs()
+    assert job.state == CopyJobState.running and job.files_done >= before.files_done
+    done_before = {i.relpath for i in _items(job.id or 0) if i.state in (CopyItemState.copied, CopyItemState.removed)}
+    assert done_before and len(done_before) < len(want)
+    code, out = cli("swap-back", "--camera", "cam-a", "--json")
+    assert code == 0, out
+    result = parse_json(out)
+    assert result["job_id"] == job.id    # the same job, resumed
+    (job,) = _jobs()
+    assert job.state == CopyJobState.done and job.files_done == job.files_total == len(want)
+    # files recorded as copied before the kill were not transferred again
+    left_bytes = sum((farm.share("rec1", "D") / r).stat().st_size for r in want if r not in done_before)
+    assert result["bytes_transferred"] <= left_bytes
+    assert tree_hashes(farm.share("rec1", "D"), "cam-a") == want
+    assert tree_hashes(farm.share("spare1", "D"), "cam-a") == {}
