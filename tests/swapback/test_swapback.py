@@ -254,3 +254,50 @@ def test_worker_killed_mid_copy_resumes(prefect_api: None, make_farm: Callable[.
     assert result["bytes_transferred"] <= left_bytes
     assert tree_hashes(farm.share("rec1", "D"), "cam-a") == want
     assert tree_hashes(farm.share("spare1", "D"), "cam-a") == {}
+
+
+def test_with_simulator_failover_then_swap_back(prefect_api: None, make_farm: Callable[..., SBFarm], tmp_path: Path,
+                                                inventory_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorders (the farm simulator) on the Samba shares: failover → footage on spare1 → swap-back → home."""
+    import time
+
+    from farmkeeper.failover import apply_failover
+    from farmkeeper.models import Server, ServerState
+    from farmkeeper.sim import SimOptions, start_farm
+
+    monkeypatch.setenv("FARMKEEPER_STORAGE__PREFER", "smb")      # volumes have a local path: force SMB
+    farm = make_farm([camera("cam-a")], drives="D", local=True, servers=("rec1", "spare1"))
+    with session_scope(ensure_schema(get_engine())) as session:
+        for srv in session.exec(select(Server)):
+            srv.state = ServerState.up
+            session.add(srv)
+    procs = start_farm(farm.path, SimOptions(database_url=inventory_url, state_dir=tmp_path / "sim", segment_s=1.0,
+                                             bitrates=(800_000, 200_000)))
+    try:
+        time.sleep(3)
+        with session_scope(ensure_schema(get_engine())) as session:
+            session.get(Server, "rec1").state = ServerState.down  # type: ignore[union-attr]
+            result = apply_failover(session, "rec1", force=True)
+        assert [m.to_server for m in result.moved] == ["spare1"]
+        time.sleep(4)                                            # spare1 records cam-a meanwhile
+        with session_scope(ensure_schema(get_engine())) as session:
+            session.get(Server, "rec1").state = ServerState.up  # type: ignore[union-attr]
+        assert any(p.name.endswith(".mkv") for p in (farm.share("spare1") / "video" / "cam-a").rglob("*"))
+        code, out = cli("swap-back", "rec1", "--json")
+        assert code == 0, out
+        res = parse_json(out)
+        assert res["state"] == "done" and res["copied"] > 0 and res["failover_ended"] == ["cam-a"]
+        swapped_at = time.time()
+        for item in _items(res["job_id"]):
+            assert (farm.share("rec1") / item.relpath).stat().st_size == item.size
+        assert not [p for p in (farm.share("spare1") / "video").rglob("*") if p.is_file()]
+        time.sleep(3)                                            # recording goes on at home
+        fresh = [p for p in (farm.share("rec1") / "video" / "cam-a").rglob("*.mkv")
+                 if p.stat().st_mtime > swapped_at]
+        assert fresh
+        assert _camera("cam-a").current == "rec1"
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(10)
