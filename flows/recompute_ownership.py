@@ -31,9 +31,8 @@ class RecomputeOwnershipParams(BaseModel):
 
 
 @flow(name="recompute-ownership", log_prints=False)
-def recompute_ownership(params: RecomputeOwnershipParams | None = None) -> OwnershipOutcome:
+def recompute_ownership(params: RecomputeOwnershipParams = RecomputeOwnershipParams()) -> OwnershipOutcome:
     """Count video files per camera on every server and move homes to where the footage is."""
-    params = params or RecomputeOwnershipParams()
     logger = get_run_logger()
     servers = servers_with_volumes()
     futures = {server: count_server_footage.submit(server) for server in servers}

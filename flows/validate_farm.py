@@ -31,9 +31,8 @@ class ValidateFarmParams(BaseModel):
 
 
 @flow(name="validate-farm", log_prints=False)
-def validate_farm(params: ValidateFarmParams | None = None) -> ValidationReport:
+def validate_farm(params: ValidateFarmParams = ValidateFarmParams()) -> ValidationReport:
     """Check every SAN failover requirement of the redundancy group and say how to fix each failure."""
-    params = params or ValidateFarmParams()
     logger = get_run_logger()
     report = validate_servers(params.servers)
     create_markdown_artifact(report.to_markdown(), key="farm-validation", description=report.summary())

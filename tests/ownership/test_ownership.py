@@ -123,3 +123,17 @@ def test_explain_cli(farm: Farm) -> None:
     result = runner.invoke(app, ["ownership", "--explain", "nope"])
     assert result.exit_code == 1 and "unknown camera 'nope'" in result.output
     assert PASSWORD_ENV
+
+
+def test_cli_run_recompute_dry_run(farm: Farm, prefect_api: None) -> None:
+    from farmkeeper.cli import app
+
+    farm.footage("rec2", "cam-2", 20)
+    result = runner.invoke(app, ["run", "recompute-ownership", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    cams = {c["camera"]: c for c in data["cameras"]}
+    assert cams["cam-2"]["home"] == "rec2" and cams["cam-2"]["changed"] == "yes" and data["dry_run"] is True
+    assert homes()["cam-2"][0] == "rec1"
+    result = runner.invoke(app, ["run", "validate-farm", "--server", "rec1"])
+    assert result.exit_code == 0, result.output
