@@ -46,7 +46,7 @@ def server_env(home: Path, port: int, database_url: str | None = None) -> dict[s
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(int(RUN_RETENTION.total_seconds())),
         "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": "1800",
-        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": str(int(EVENT_RETENTION.total_seconds())),
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{int(EVENT_RETENTION.total_seconds())}S",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true",
     }

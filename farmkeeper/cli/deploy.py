@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -37,3 +38,12 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
             serve_all(limit=limit, overrides=overrides)
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+@app.command()
+def demo(workdir: Path | None = typer.Option(None, "--workdir", help="Keep the demo's files here (default: temp).")
+         ) -> None:
+    """A simulated 3-server farm, served control plane, narrated failover, swap-back and retention."""
+    from deployments.demo import run_demo
+
+    run_demo(workdir)

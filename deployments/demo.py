@@ -1,0 +1,352 @@
+"""``farmkeeper demo``: a simulated 3-server farm, the control plane served by a local Prefect server, and a
+narrated failover, recovery, swap-back and retention sweep. Nothing is faked: the simulator writes real
+footage files, the flows run as Prefect deployments, notifications go through apprise to a local receiver.
+
+Everything lives in one work folder (default: a new temp folder; ``--workdir`` keeps it) and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from deployments.embedded import free_port, local_server
+
+console = Console()
+T = TypeVar("T")
+SERVERS = (("rec1", "127.0.0.2", "primary"), ("rec2", "127.0.0.3", "primary"), ("spare1", "127.0.0.4", "redundant"))
+DOWN_AFTER_S = 6
+
+
+class NotificationPrinter:
+    """A local HTTP receiver for apprise's ``json://`` notifications that prints each one as it arrives."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        printer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    message = json.loads(body or b"{}")
+                except ValueError:
+                    message = {"title": "?", "message": body.decode("utf-8", "replace")}
+                printer.messages.append(message)
+                console.print(Panel(str(message.get("message", "")), title=f"notification: {message.get('title')}",
+                                    border_style="magenta", expand=False))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    with console.status(what):
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the inventory may be busy for a moment; keep polling
+                value = check()
+                if value:
+                    return value
+            time.sleep(every)
+    raise RuntimeError(f"demo: {what} did not happen within {timeout:g} s")
+
+
+def write_farm(work: Path, notify_url: str) -> Path:
+    servers = []
+    for name, host, role in SERVERS:
+        port = free_port_on(host)
+        root = work / "volumes" / name / "D"
+        root.mkdir(parents=True, exist_ok=True)
+        servers.append(f"""  - name: {name}
+    host: {host}
+    role: {role}
+    master: {'true' if name == 'rec1' else 'false'}
+    health: tcp://{host}:{port}
+    san_failover_mode: true
+    volumes:
+      - {{drive: D, path: '{root}'}}
+""")
+    text = f"""# The demo farm: two primary recording servers and one redundant server.
+farm:
+  name: demo
+  down_after: {DOWN_AFTER_S}s
+  health_interval: 1s
+  notify: ["{notify_url}"]
+  purge_guard_percent: 95
+storage:
+  min_free: 0
+  limit_storage_days: true
+  default_max_storage_days: 2
+  keep_metadata_longer: true
+  default_metadata_days: 7
+  default_path: 'D:\\Data'
+servers:
+{''.join(servers)}cameras:
+  - {{id: cam-001, name: Lobby, home: rec1, movable: true, streams: 2, max_storage_days: '2;3'}}
+  - {{id: cam-002, name: Parking, home: rec1, movable: true, streams: 1}}
+  - {{id: cam-003, name: USB desk camera, home: rec1, movable: false, streams: 1}}
+  - {{id: cam-004, name: Gate, home: rec2, movable: true, streams: 1}}
+"""
+    path = work / "farm.yaml"
+    path.write_text(text)
+    return path
+
+
+def free_port_on(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def seed_old_footage(work: Path) -> int:
+    """Footage from 4 days ago (older than the 2-day rule), so the retention sweep has work to show."""
+    from farmkeeper.layout import meta_path, video_path
+
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=4)
+    count = 0
+    for camera, server, streams in (("cam-001", "rec1", 2), ("cam-002", "rec1", 1), ("cam-004", "rec2", 1)):
+        root = work / "volumes" / server / "D"
+        for i in range(30):
+            moment = start + timedelta(seconds=20 * i)
+            for rel in [video_path(camera, s, moment).relpath for s in range(streams)] + [
+                    meta_path(camera, moment).relpath]:
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(os.urandom(64 * 1024))
+                ts = moment.timestamp()
+                os.utime(target, (ts, ts))
+                count += 1
+    return count
+
+
+def footage_table(work: Path, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("server")
+    table.add_column("camera")
+    table.add_column("video files", justify="right")
+    for name, _, _ in SERVERS:
+        video = work / "volumes" / name / "D" / "video"
+        for cam_dir in sorted(video.iterdir()) if video.is_dir() else []:
+            files = sum(1 for p in cam_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+            table.add_row(name, cam_dir.name, str(files))
+    return table
+
+
+def farm_table() -> Table:
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+    from farmkeeper.status import farm_status
+
+    with session_scope(ensure_schema(get_engine())) as session:
+        data = farm_status(session)
+    table = Table(title="farm")
+    for column in ("server", "state", "role", "master", "cameras"):
+        table.add_column(column)
+    for s in data["servers"]:
+        table.add_row(s["name"], s["state"], s["role"], "yes" if s["master"] else "", str(s["cameras"]))
+    cams = Table(title="cameras")
+    for column in ("camera", "home", "current", "movable", "state"):
+        cams.add_column(column)
+    for c in data["cameras"]:
+        cams.add_row(c["id"], c["home"], c["current"] or "-", "yes" if c["movable"] else "no", c["state"])
+    outer = Table.grid(padding=2)
+    outer.add_row(table, cams)
+    return outer
+
+
+def cameras() -> dict[str, Any]:
+    from farmkeeper import inventory
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+
+    with session_scope(ensure_schema(get_engine())) as session:
+        return {c.id: c for c in inventory.list_cameras(session)}
+
+
+def servers() -> dict[str, Any]:
+    from farmkeeper import inventory
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+
+    with session_scope(ensure_schema(get_engine())) as session:
+        return {s.name: s for s in inventory.list_servers(session)}
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_deployment_now(name: str, parameters: dict[str, Any] | None = None, wait_s: float = 0) -> Any:
+    from prefect.deployments import run_deployment
+
+    return run_deployment(name, parameters=parameters or {}, timeout=wait_s)
+
+
+def swap_back_with_progress(server: str) -> None:
+    from sqlmodel import col, select
+
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+    from farmkeeper.models import CopyJob, CopyJobState
+
+    started = time.monotonic()
+    run_deployment_now("swap-back/swap-back", {"params": {"server": server, "max_mbps": 40}})
+    columns = (TextColumn("[bold]swap-back {task.fields[cams]}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[files]}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("copy", total=None, cams="", files="")
+        while time.monotonic() - started < 600:
+            with session_scope(ensure_schema(get_engine())) as session:
+                job = session.exec(select(CopyJob).order_by(col(CopyJob.id).desc())).first()
+            if job is not None and job.created_at.timestamp() >= time.time() - (time.monotonic() - started) - 5:
+                progress.update(task, total=max(job.bytes_total, 1), completed=job.bytes_done,
+                                cams=", ".join(job.cameras), files=f"{job.files_done}/{job.files_total} files")
+                if job.state in (CopyJobState.done, CopyJobState.failed, CopyJobState.cancelled):
+                    if job.state != CopyJobState.done:
+                        raise RuntimeError(f"swap-back job {job.id} ended {job.state.value}: {job.error}")
+                    return
+            time.sleep(0.5)
+    raise RuntimeError("swap-back did not finish within 10 minutes")
+
+
+def retention_report() -> Table:
+    from sqlmodel import func, select
+
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+    from farmkeeper.models import DeletionAudit
+
+    with session_scope(ensure_schema(get_engine())) as session:
+        rows = session.exec(select(DeletionAudit.server, DeletionAudit.drive, DeletionAudit.rule,
+                                   func.count(), func.sum(DeletionAudit.size))
+                            .where(DeletionAudit.rule != "source_copied")
+                            .group_by(DeletionAudit.server, DeletionAudit.drive, DeletionAudit.rule)).all()
+    table = Table(title="retention sweep: deleted (from the deletion audit)")
+    for column in ("server", "volume", "rule", "files", "bytes"):
+        table.add_column(column)
+    for server, drive, rule, files, size in rows:
+        table.add_row(server, f"{drive}:", rule, str(files), f"{size or 0:,}")
+    return table
+
+
+def run_demo(workdir: Path | None = None) -> None:
+    import tempfile
+
+    work = (workdir or Path(tempfile.mkdtemp(prefix="farmkeeper-demo-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{work / 'inventory.db'}"
+    os.environ["FARMKEEPER_DATABASE_URL"] = db_url
+    os.environ["FARMKEEPER_HOME"] = str(work)
+    console.rule("[bold]farmkeeper demo")
+    console.print(f"work folder: {work}")
+    printer = NotificationPrinter()
+    farm = write_farm(work, printer.url)
+    console.print(f"1. the farm file {farm}: rec1 and rec2 record cameras, spare1 stands by")
+
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+    from farmkeeper.farmfile import apply_farm_file, load_farm_file
+
+    with session_scope(ensure_schema(get_engine())) as session:
+        apply_farm_file(session, load_farm_file(farm))
+    seeded = seed_old_footage(work)
+    console.print(f"   applied to the inventory; {seeded} files of 4-day-old footage seeded for the retention step")
+
+    cli = [sys.executable, "-m", "farmkeeper.cli.__main__"]
+    env = os.environ.copy() | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with contextlib.ExitStack() as stack:
+        stack.callback(printer.stop)
+        sim = stack.enter_context(process([*cli, "sim", str(farm), "--segment", "1s", "--state-dir",
+                                           str(work / "sim")], env, work / "sim.log"))
+        console.print("2. the simulator records: one process per server, each writing its cameras' segments")
+        api_url = stack.enter_context(local_server(work, free_port(), work / "prefect-server.log"))
+        os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
+        console.print(f"3. Prefect server: [link]{api_url.removesuffix('/api')}[/link] (open it to watch runs "
+                      "and artifacts)")
+        stack.enter_context(process([*cli, "serve", "--health-every", "60s", "--limit", "6"], env,
+                                    work / "serve.log"))
+        wait_for("deployments registered",
+                 lambda: run_deployment_now("health-check/health-check") is not None, 90, every=2)
+        wait_for("every server answers its probe",
+                 lambda: all(s.state == "up" for s in servers().values()), 90)
+        time.sleep(4)
+        console.print(farm_table())
+        console.print(footage_table(work, "footage so far"))
+
+        console.rule("a server dies")
+        from farmkeeper.sim import read_pid
+
+        pid = wait_for("rec1's simulator pid", lambda: read_pid(work / "sim", "rec1"), 10)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        console.print(f"4. killed rec1 (pid {pid}); down_after is {DOWN_AFTER_S} s")
+        wait_for("failover of rec1's movable cameras",
+                 lambda: all(cameras()[c].current == "spare1" for c in ("cam-001", "cam-002")), 60)
+        console.print(f"   failover done {time.monotonic() - killed:.1f} s after the kill")
+        time.sleep(4)
+        console.print(farm_table())
+        console.print(footage_table(work, "spare1 now records rec1's movable cameras"))
+
+        console.rule("the server comes back")
+        stack.enter_context(process([*cli, "sim", str(farm), "--only", "rec1", "--segment", "1s", "--state-dir",
+                                     str(work / "sim")], env, work / "sim-rec1.log"))
+        wait_for("rec1 back up (as a redundant server: its cameras are elsewhere)",
+                 lambda: servers()["rec1"].state == "up", 60)
+        console.print(farm_table())
+
+        console.rule("swap-back: cameras home, footage copied back")
+        swap_back_with_progress("rec1")
+        console.print(farm_table())
+        console.print(footage_table(work, "footage after swap-back (spare1's copies removed once verified)"))
+
+        console.rule("retention sweep")
+        run_deployment_now("retention-sweep/retention-sweep", wait_s=300)
+        console.print(retention_report())
+        console.rule("clean stop")
+        del sim
+    console.print(f"[green]demo finished[/green]; {len(printer.messages)} notifications received; "
+                  f"files kept in {work}")

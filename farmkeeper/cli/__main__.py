@@ -1,0 +1,5 @@
+"""``python -m farmkeeper.cli``: the same as the ``farmkeeper`` command."""
+
+from farmkeeper.cli import app
+
+app()
