@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from farmkeeper.validation import ValidationReport, check_group, load_group, record_findings
-from tasks.common import Tag, inventory_session, server_password
+from tasks.common import Tag, inventory_session, server_password, storage_prefer
 
 
 @task(name="validate-servers", retries=1, retry_delay_seconds=[5], tags=[Tag.uses_smb, Tag.uses_db],
@@ -19,7 +19,10 @@ def validate_servers(servers: list[str] | None = None, record: bool = True) -> V
     """
     with inventory_session() as session:           # short read: the probes hold no inventory lock
         group = load_group(session, server_password, servers)
-    report = check_group(group, prefer="smb")
+    # The share check goes over SMB, as the servers reach each other's DATAX shares; only a control plane
+    # configured to reach every volume through local mounts (storage.prefer=local, e.g. the demo without
+    # Samba) probes those mounts instead.
+    report = check_group(group, prefer="local" if storage_prefer() == "local" else "smb")
     if record:
         with inventory_session() as session:
             record_findings(session, report)

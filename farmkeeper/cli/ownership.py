@@ -11,6 +11,7 @@ from rich.table import Table
 from farmkeeper import inventory
 from farmkeeper.cli.app import app, console, db_session, run_app, user_errors
 from farmkeeper.models import Server
+from farmkeeper.settings import load_settings
 from farmkeeper.validation import ValidationReport
 
 
@@ -51,7 +52,7 @@ def validate(server: list[str] = typer.Option(None, "--server", "-s",
     with db_session() as session:
         group = load_group(session, _password, server or None)
     with user_errors():
-        report = check_group(group, prefer="smb")
+        report = check_group(group, prefer="local" if load_settings().storage.prefer == "local" else "smb")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
