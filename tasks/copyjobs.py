@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from farmkeeper import copyjobs, swapback
-from farmkeeper.errors import InventoryError, StorageUnavailable
+from farmkeeper.errors import FarmkeeperError, InventoryError, StorageUnavailable
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
 from farmkeeper.volumes import ServerVolume
@@ -34,6 +34,15 @@ def _transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bo
     return isinstance(exc, StorageUnavailable | ConnectionError | TimeoutError)
 
 
+def _not_user_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry database hiccups, not a refusal the user has to act on (unknown camera, busy camera...)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        return True
+    return not isinstance(exc, FarmkeeperError)
+
+
 def _open(sv: ServerVolume) -> Volume:
     return open_volume(sv.access, prefer=cast(Literal["auto", "local", "smb"], storage_prefer()))
 
@@ -43,14 +52,14 @@ def _volumes(servers: list[str]) -> dict[tuple[str, str], ServerVolume]:
 
 
 @task(name="select-swap-back-cameras", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db],
-      cache_policy=NO_CACHE)
+      cache_policy=NO_CACHE, retry_condition_fn=_not_user_error)
 def select_swap_back(server: str | None, cameras: list[str]) -> swapback.Selection:
     with inventory_session() as session:
         return swapback.select_cameras(session, server=server, cameras=cameras)
 
 
 @task(name="check-cameras-free", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db], cache_policy=NO_CACHE,
-      retry_condition_fn=_transient)
+      retry_condition_fn=_not_user_error)
 def check_cameras_free(kind: str, cameras: list[str], target: str) -> None:
     """Refuse (``CameraBusyError``) when a live copy job of another run touches one of the cameras."""
     with inventory_session() as session:
