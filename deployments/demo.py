@@ -30,8 +30,14 @@ from deployments.embedded import free_port, local_server
 
 console = Console()
 T = TypeVar("T")
-SERVERS = (("rec1", "127.0.0.2", "primary"), ("rec2", "127.0.0.3", "primary"), ("spare1", "127.0.0.4", "redundant"))
+ROLES = (("rec1", "primary"), ("rec2", "primary"), ("spare1", "redundant"))
 DOWN_AFTER_S = 6
+SMB_PASSWORD_ENV = "FARMKEEPER_DEMO_SMB_PASSWORD"
+
+
+def demo_servers(first_host: int) -> list[tuple[str, str, str]]:
+    """(name, loopback address, role) of the demo's three servers."""
+    return [(name, f"127.0.0.{first_host + i}", role) for i, (name, role) in enumerate(ROLES)]
 
 
 class NotificationPrinter:
@@ -80,9 +86,10 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
     raise RuntimeError(f"demo: {what} did not happen within {timeout:g} s")
 
 
-def write_farm(work: Path, notify_url: str) -> Path:
+def write_farm(work: Path, notify_url: str, hosts: list[tuple[str, str, str]], smb_user: str | None) -> Path:
     servers = []
-    for name, host, role in SERVERS:
+    smb = f"    smb: {{username: {smb_user}, password_env: {SMB_PASSWORD_ENV}}}\n" if smb_user else ""
+    for name, host, role in hosts:
         port = free_port_on(host)
         root = work / "volumes" / name / "D"
         root.mkdir(parents=True, exist_ok=True)
@@ -92,7 +99,7 @@ def write_farm(work: Path, notify_url: str) -> Path:
     master: {'true' if name == 'rec1' else 'false'}
     health: tcp://{host}:{port}
     san_failover_mode: true
-    volumes:
+{smb}    volumes:
       - {{drive: D, path: '{root}'}}
 """)
     text = f"""# The demo farm: two primary recording servers and one redundant server.
@@ -155,7 +162,7 @@ def footage_table(work: Path, title: str) -> Table:
     table.add_column("server")
     table.add_column("camera")
     table.add_column("video files", justify="right")
-    for name, _, _ in SERVERS:
+    for name, _ in ROLES:
         video = work / "volumes" / name / "D" / "video"
         for cam_dir in sorted(video.iterdir()) if video.is_dir() else []:
             files = sum(1 for p in cam_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -230,27 +237,31 @@ def run_deployment_now(name: str, parameters: dict[str, Any] | None = None, wait
 
 
 def swap_back_with_progress(server: str) -> None:
+    """Start the swap-back deployment and draw its copy job's progress until the flow run ends."""
+    from prefect.client.orchestration import get_client
     from sqlmodel import col, select
 
     from farmkeeper.db import ensure_schema, get_engine, session_scope
-    from farmkeeper.models import CopyJob, CopyJobState
+    from farmkeeper.models import CopyJob
 
-    started = time.monotonic()
-    run_deployment_now("swap-back/swap-back", {"params": {"server": server, "max_mbps": 40}})
+    run = run_deployment_now("swap-back/swap-back", {"params": {"server": server, "max_mbps": 40}})
     columns = (TextColumn("[bold]swap-back {task.fields[cams]}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[files]}"))
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("copy", total=None, cams="", files="")
-        while time.monotonic() - started < 600:
+    deadline = time.monotonic() + 600
+    with get_client(sync_client=True) as client, Progress(*columns, console=console) as progress:
+        task = progress.add_task("copy", total=None, cams="", files="waiting for the validation gate")
+        while time.monotonic() < deadline:
             with session_scope(ensure_schema(get_engine())) as session:
-                job = session.exec(select(CopyJob).order_by(col(CopyJob.id).desc())).first()
-            if job is not None and job.created_at.timestamp() >= time.time() - (time.monotonic() - started) - 5:
+                job = session.exec(select(CopyJob).where(CopyJob.flow_run_id == str(run.id))
+                                   .order_by(col(CopyJob.id).desc())).first()
+            if job is not None:
                 progress.update(task, total=max(job.bytes_total, 1), completed=job.bytes_done,
                                 cams=", ".join(job.cameras), files=f"{job.files_done}/{job.files_total} files")
-                if job.state in (CopyJobState.done, CopyJobState.failed, CopyJobState.cancelled):
-                    if job.state != CopyJobState.done:
-                        raise RuntimeError(f"swap-back job {job.id} ended {job.state.value}: {job.error}")
-                    return
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.is_final():
+                if not state.is_completed():
+                    raise RuntimeError(f"swap-back run ended {state.name}: {state.message}")
+                return
             time.sleep(0.5)
     raise RuntimeError("swap-back did not finish within 10 minutes")
 
@@ -274,18 +285,50 @@ def retention_report() -> Table:
     return table
 
 
-def run_demo(workdir: Path | None = None) -> None:
+def start_samba(work: Path, hosts: list[tuple[str, str, str]]) -> Any:
+    """Share each server's volume as DATAD with real smbd processes, when Samba is installed and we are root."""
+    import shutil
+
+    if shutil.which("smbd") is None or os.geteuid() != 0:
+        return None
+    from farmkeeper.sim.samba import SambaError, SambaFarm, Share
+
+    first = int(hosts[0][1].rsplit(".", 1)[1])
+    farm = SambaFarm(len(hosts), root=work / "samba", first_host=first, shares=())
+    for (name, _, _), server in zip(hosts, farm.servers, strict=True):
+        root = work / "volumes" / name / "D"
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o777)
+        server.shares["DATAD"] = Share("DATAD", root)
+    try:
+        return farm.start()
+    except SambaError as exc:
+        console.print(f"[yellow]Samba present but not startable ({exc}); volumes stay local mounts[/yellow]")
+        return None
+
+
+def run_demo(workdir: Path | None = None, first_host: int = 2) -> None:
     import tempfile
 
     work = (workdir or Path(tempfile.mkdtemp(prefix="farmkeeper-demo-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    hosts = demo_servers(first_host)
     db_url = f"sqlite:///{work / 'inventory.db'}"
     os.environ["FARMKEEPER_DATABASE_URL"] = db_url
     os.environ["FARMKEEPER_HOME"] = str(work)
     console.rule("[bold]farmkeeper demo")
     console.print(f"work folder: {work}")
     printer = NotificationPrinter()
-    farm = write_farm(work, printer.url)
+    samba = start_samba(work, hosts)
+    if samba is not None:
+        os.environ[SMB_PASSWORD_ENV] = samba.servers[0].password
+        console.print("Samba: each server's volume is shared as \\\\server\\DATAD on "
+                      f"{', '.join(h for _, h, _ in hosts)} (the validation gate checks them over SMB)")
+    else:
+        os.environ["FARMKEEPER_STORAGE__PREFER"] = "local"
+        console.print("[yellow]Samba is not installed: volumes are reached through local mounts only "
+                      "(`make test` installs Samba; the demo then adds real DATAD shares)[/yellow]")
+    farm = write_farm(work, printer.url, hosts, samba.servers[0].username if samba is not None else None)
     console.print(f"1. the farm file {farm}: rec1 and rec2 record cameras, spare1 stands by")
 
     from farmkeeper.db import ensure_schema, get_engine, session_scope
@@ -300,6 +343,8 @@ def run_demo(workdir: Path | None = None) -> None:
     env = os.environ.copy() | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with contextlib.ExitStack() as stack:
         stack.callback(printer.stop)
+        if samba is not None:
+            stack.callback(samba.close)
         sim = stack.enter_context(process([*cli, "sim", str(farm), "--segment", "1s", "--state-dir",
                                            str(work / "sim")], env, work / "sim.log"))
         console.print("2. the simulator records: one process per server, each writing its cameras' segments")
