@@ -94,6 +94,7 @@ def pin_camera(session: Session, camera_id: str, server: str | None) -> Camera:
                                         reason="operator pin"))
         camera.home = server
     camera.pinned_home = server
+    camera.pin_reason = None
     camera.version += 1
     return camera
 

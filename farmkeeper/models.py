@@ -162,6 +162,7 @@ class Camera(CameraBase, table=True):
     home: str = Field(foreign_key="server.name", index=True)
     current: str | None = Field(default=None, foreign_key="server.name", index=True)
     pinned_home: str | None = Field(default=None, foreign_key="server.name")
+    pin_reason: str | None = None          # 'move': pinned by move-cameras until the file counts agree
     state: CameraState = CameraState.recording
     version: int = 1
 

@@ -273,6 +273,9 @@ def apply_ownership(session: Session, result: CountResult, *, dry_run: bool = Fa
         session.add(OwnershipChange(camera_id=d.camera, at=now, from_server=d.home, to_server=d.new_home,
                                     counts=d.counts, reason="operator pin" if d.pinned else "file count"))
         log.info("camera %s: home %s -> %s (%s)", d.camera, d.home, d.new_home, d.reason)
+    from farmkeeper.move import release_move_pins  # late: farmkeeper.move imports this module
+
+    release_move_pins(session, cameras, totals, counted=result.counted, unknown=result.errors, margin=margin)
     record_counts(session, result, now)
     return outcome
 

@@ -19,16 +19,24 @@ from farmkeeper.status import farm_status
 
 @app.command()
 def apply(file: Path = typer.Argument(..., help="The farm file (YAML)."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show changes without saving.")) -> None:
-    """Validate FILE, then make the inventory match it in one transaction (idempotent)."""
+          dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show changes without saving."),
+          force: bool = typer.Option(False, "--force", help="Add new servers that fail the SAN failover validation, "
+                                     "remove servers whose volumes cannot be read.")) -> None:
+    """Validate FILE, then make the inventory match it in one transaction (idempotent).
+
+    New servers joining a SAN failover farm are validated first and refused (unless --force) when they
+    lack what the seed requires; removed servers must hold no footage (see docs/move.md).
+    """
     try:
         spec = load_farm_file(file)
     except FarmFileError as exc:
         for problem in exc.problems:
             err_console.print(problem, style="red", highlight=False, markup=False, soft_wrap=True)
         fail(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} in {file}; nothing changed")
+    from farmkeeper.cli.move import check_lifecycle
     from farmkeeper.db import ensure_schema, get_engine, session_scope
 
+    check_lifecycle(file, spec, force=force)
     try:
         with session_scope(ensure_schema(get_engine())) as session:
             result = apply_farm_file(session, spec)
