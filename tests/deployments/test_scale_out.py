@@ -124,8 +124,9 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
         run("--no-prompt", "deploy", "--all")
         for name in ("w1", "w2"):
             log = (tmp_path / f"{name}.log").open("wb")
+            # --limit 1: each worker runs one flow at a time, so the two watch runs land on both workers
             procs.append(subprocess.Popen([*prefect, "worker", "start", "--pool", "farmkeeper", "--name", name,
-                                           "--prefetch-seconds", "5"], cwd=REPO, env=env, stdout=log,
+                                           "--limit", "1"], cwd=REPO, env=env, stdout=log,
                                           stderr=subprocess.STDOUT))
 
         from prefect.client.orchestration import get_client
@@ -144,7 +145,7 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
                                 lambda: (lambda s: s if s is not None and s.is_final() else None)(
                                     client.read_flow_run(run_id).state), timeout)
 
-            watches = [start("health-check", {"watch_for": 60}) for _ in range(2)]
+            watches = [start("health-check", {"watch_for": 75}) for _ in range(2)]
 
             def servers() -> dict[str, Any]:
                 with session_scope(engine) as s:
@@ -164,10 +165,6 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             cams = cameras()
             assert cams["cam-usb"].state == CameraState.offline and cams["cam-c"].current == "p2"
 
-            # a manual failover of p1 through a worker moves nothing twice
-            manual = final(start("failover", {"server": "p1"}).id, 120)
-            assert manual.is_completed(), manual.message
-
             # footage recorded on r1 while p1 was down
             r1_root = samba.servers[2].share_path("DATAD")
             stamp = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -184,6 +181,10 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             wait_for("p1 back up as redundant",
                      lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.redundant)(servers()["p1"]),
                      30)
+            # queued until a worker is free: a manual failover of p1 (moves nothing twice), then swap-back
+            manual = final(start("failover", {"server": "p1", "force": True}).id, 180)
+            assert manual.is_completed(), manual.message
+            assert all(cameras()[c].current == "r1" for c in ("cam-a", "cam-b"))
             swap = final(start("swap-back", {"server": "p1"}).id, 240)
             assert swap.is_completed(), swap.message
             for watch in watches:
