@@ -108,10 +108,10 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
     why_not = move.refusal(plan)
     if params.dry_run:
         return {"state": "dry run", "refused": why_not, "resume": resume, **plan.to_dict()}
-    if why_not:
-        _refuse(params, sel.target, why_not)
     check_cameras_free(move.KIND, sel.cameras, sel.target)
     _gate(params, sel, plan, resume)
+    if why_not:
+        _refuse(params, sel.target, why_not)
     if params.footage == "keep":
         return _keep(params, sel, plan, started)
     options = JobOptions(delete_source=True, verify=params.verify, max_mbps=params.max_mbps,

@@ -45,14 +45,20 @@ def plan_move(selection: move.MoveSelection, footage: move.Footage) -> move.Move
         files, scan = copyjobs.scan_sources(opened, selection.cameras, selection.target,
                                             [sv.drive for sv in target_vols])
         for sv in target_vols:
-            with _open(sv) as vol:
+            drive = sv.drive.upper()
+            try:
+                vol = _open(sv)
+            except (FarmkeeperError, OSError) as exc:      # reported by the plan and the validation gate
+                spaces[drive] = f"cannot open {sv.label}: {exc}"
+                continue
+            with vol:
                 try:
-                    spaces[sv.drive.upper()] = vol.space()
+                    spaces[drive] = vol.space()
                 except (FarmkeeperError, OSError) as exc:
-                    spaces[sv.drive.upper()] = str(exc)
+                    spaces[drive] = str(exc)
                 for cam in selection.cameras:
                     for relpath, size, _mtime in copyjobs.camera_files(vol, cam):
-                        on_target[(sv.drive.upper(), relpath)] = size
+                        on_target[(drive, relpath)] = size
     finally:
         for _src, vol in opened:
             vol.close()
