@@ -278,3 +278,45 @@ def test_new_server_failing_validation(prefect_api: None, make_farm: Callable[..
     assert code == 1
     assert "SAN failover requirements are not met" in flat(out)
     assert (_inventory(), _all_footage(farm, ("cam-a",))) == snapshot
+
+
+def test_simulator_records_on_the_new_server(prefect_api: None, make_farm: Callable[..., MVFarm],
+                                             inventory_url: str, tmp_path: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorders (the farm simulator) on the Samba share folders: after the move cam-a records on rec4."""
+    import time
+
+    from farmkeeper.models import ServerState
+    from farmkeeper.sim import SimOptions, start_farm
+
+    monkeypatch.setenv("FARMKEEPER_STORAGE__PREFER", "smb")      # volumes have a local path: force SMB
+    farm = make_farm([camera("cam-a")], drives="D", local=True)
+    farm.add_server("rec4", local=True)
+    code, out = cli("apply", str(farm.path))
+    assert code == 0, out
+    with session_scope(ensure_schema(get_engine())) as session:
+        for srv in session.exec(select(Server)):
+            srv.state = ServerState.up
+            session.add(srv)
+    procs = start_farm(farm.path, SimOptions(database_url=inventory_url, state_dir=tmp_path / "sim", segment_s=1.0,
+                                             bitrates=(400_000, 100_000)))
+    try:
+        time.sleep(3)                                            # rec1 records cam-a
+        assert any(p.suffix == ".mkv" for p in (farm.share("rec1") / "video" / "cam-a").rglob("*"))
+        code, out = cli("move", "cam-a", "--to", "rec4", "--footage", "move", "--json")
+        assert code == 0, out
+        res = parse_json(out)
+        assert res["state"] == "done" and res["copied"] > 0 and res["remaining"] == 0
+        moved_at = time.time()
+        deadline = time.monotonic() + 30
+        fresh: list[Any] = []
+        while not fresh and time.monotonic() < deadline:
+            time.sleep(0.5)
+            fresh = [p for p in (farm.share("rec4") / "video" / "cam-a").rglob("*.mkv")
+                     if p.stat().st_mtime > moved_at]
+        assert fresh, "the simulator did not record cam-a on rec4 within 30 s"
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(10)
