@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:46:58.809706
+Create Date: 2026-11-25 19:29:32.841182
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sqlmodel
 from alembic import op
 
 import farmkeeper.models
+
 
 revision = '0001'
 down_revision = None
@@ -49,6 +50,7 @@ def upgrade() -> None:
     sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('camera_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('deletion_audit', schema=None) as batch_op:
@@ -91,6 +93,49 @@ def upgrade() -> None:
     with op.batch_alter_table('ownership_change', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ownership_change_camera_id'), ['camera_id'], unique=False)
 
+    op.create_table('ownership_count',
+    sa.Column('camera_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('server', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('files', sa.BigInteger(), nullable=False),
+    sa.Column('streams', sa.JSON(), nullable=False),
+    sa.Column('first_day', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('last_day', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('days', sa.Integer(), nullable=False),
+    sa.Column('counted_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('camera_id', 'server')
+    )
+    op.create_table('retention_camera',
+    sa.Column('camera_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('server', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('drive', sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
+    sa.Column('video_files', sa.BigInteger(), nullable=False),
+    sa.Column('video_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('meta_files', sa.BigInteger(), nullable=False),
+    sa.Column('meta_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('oldest_video_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('newest_video_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('rule_days', sa.Integer(), nullable=True),
+    sa.Column('held_days', sa.Float(), nullable=True),
+    sa.Column('worst_stream', sa.Integer(), nullable=True),
+    sa.Column('worst_rule_days', sa.Integer(), nullable=True),
+    sa.Column('shortfall', sa.Boolean(), nullable=False),
+    sa.Column('shortfall_since', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('camera_id', 'server', 'drive')
+    )
+    op.create_table('retention_volume',
+    sa.Column('server', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('drive', sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
+    sa.Column('total_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('free_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('footage_files', sa.BigInteger(), nullable=False),
+    sa.Column('footage_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('swept_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('alert', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('lease_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('lease_until', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('server', 'drive')
+    )
     op.create_table('server',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('host', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -111,6 +156,8 @@ def upgrade() -> None:
     sa.Column('last_seen', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('failing_since', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('state_changed_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('probed_at', farmkeeper.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('probe_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
@@ -157,6 +204,7 @@ def upgrade() -> None:
     sa.Column('home', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('current', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('pinned_home', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('pin_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('state', sa.Enum('recording', 'offline', 'stranded', name='camerastate'), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['current'], ['server.name'], ),
@@ -248,6 +296,9 @@ def downgrade() -> None:
 
     op.drop_table('server_event')
     op.drop_table('server')
+    op.drop_table('retention_volume')
+    op.drop_table('retention_camera')
+    op.drop_table('ownership_count')
     with op.batch_alter_table('ownership_change', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ownership_change_camera_id'))
 
