@@ -26,7 +26,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from deployments.embedded import free_port, local_server
+from deployments.embedded import free_port, local_server, stop_group
 
 console = Console()
 T = TypeVar("T")
@@ -215,19 +215,6 @@ def process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproce
             yield proc
         finally:
             stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run_deployment_now(name: str, parameters: dict[str, Any] | None = None, wait_s: float = 0) -> Any:

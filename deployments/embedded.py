@@ -88,14 +88,22 @@ def local_server(home: Path, port: int | None = None, log_path: Path | None = No
         wait_healthy(api_url, proc=proc)
         yield api_url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session``), SIGKILL it after a timeout."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def runner_deployments(specs: list[DeploymentSpec] | None = None, overrides: dict[str, dict[str, Any]] | None = None
