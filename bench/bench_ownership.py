@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.peers import rclone_env  # noqa: E402
 from farmkeeper.ownership import count_footage, decide_home  # noqa: E402
 from farmkeeper.volumes import ServerVolume  # noqa: E402
 from tests.fixtures.samba import SambaFarm  # noqa: E402
@@ -46,17 +47,6 @@ def build_tree(root: Path, files: int, cameras: int = 20, per_hour: int = 60) ->
                     return n
         day += 1
     return n
-
-
-def _rclone_env(farm: SambaFarm) -> dict[str, str]:
-    env = dict(os.environ)
-    for i, server in enumerate(farm.servers):
-        obscured = subprocess.run(["rclone", "obscure", server.password], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        env |= {f"RCLONE_CONFIG_S{i}_TYPE": "smb", f"RCLONE_CONFIG_S{i}_HOST": server.host,
-                f"RCLONE_CONFIG_S{i}_USER": server.username, f"RCLONE_CONFIG_S{i}_PASS": obscured,
-                f"RCLONE_CONFIG_S{i}_PORT": str(server.port)}
-    return env
 
 
 def _rclone_sizes(farm: SambaFarm, env: dict[str, str]) -> tuple[float, list[str]]:
@@ -96,7 +86,7 @@ def run(report: Any) -> None:
                 decide_home(cam, farm.servers[0].host, per, margin=0.1)
             return time.perf_counter() - t, result.files
 
-        env = _rclone_env(farm)
+        env = rclone_env({f"S{i}": s for i, s in enumerate(farm.servers)})
         _rclone_sizes(farm, env)  # warm the server side (dentry cache) for both contenders
         ours_s, files = ours()
         peer_s, outs = _rclone_sizes(farm, env)

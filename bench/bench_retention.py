@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.peers import rclone_env  # noqa: E402
 from farmkeeper import retention as core  # noqa: E402
 from farmkeeper.db import dispose_engines, make_engine, migrate, session_scope  # noqa: E402
 from farmkeeper.models import Camera, FarmSettings, StorageSettings  # noqa: E402
@@ -136,12 +137,7 @@ def run(report: Any) -> None:
                 server = farm.servers[0]
                 build_tree(server.share_path("DATAD"), n, days, now)
                 build_tree(server.share_path("DATAE"), n, days, now)
-                obscured = subprocess.run(["rclone", "obscure", server.password], capture_output=True, text=True,
-                                          check=True).stdout.strip()
-                env = dict(os.environ) | {"RCLONE_CONFIG_X_TYPE": "smb", "RCLONE_CONFIG_X_HOST": server.host,
-                                          "RCLONE_CONFIG_X_USER": server.username,
-                                          "RCLONE_CONFIG_X_PASS": obscured,
-                                          "RCLONE_CONFIG_X_PORT": str(server.port)}
+                env = rclone_env({"X": server})
                 peer = _run(["rclone", "delete", "--min-age", f"{keep}d", "--checkers", "8", "X:DATAE/video"], env)
                 ours, (deleted, phases) = _timed(lambda: sweep(server.access("D"), "smb", keep, url))
                 left_a, left_b = _count(server.share_path("DATAD")), _count(server.share_path("DATAE"))

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.peers import rclone_env  # noqa: E402
 from farmkeeper.storage import CopyItem, copy_files, open_volume  # noqa: E402
 from tests.fixtures.samba import SambaFarm  # noqa: E402
 
@@ -74,17 +75,6 @@ def build_tree(root: Path, prefix: str, files: int, size: int = 0, per_hour: int
     return rels
 
 
-def _rclone_env(farm: SambaFarm) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, server in (("SRC", farm.servers[0]), ("DST", farm.servers[1])):
-        obscured = subprocess.run(["rclone", "obscure", server.password], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        env |= {f"RCLONE_CONFIG_{name}_TYPE": "smb", f"RCLONE_CONFIG_{name}_HOST": server.host,
-                f"RCLONE_CONFIG_{name}_USER": server.username, f"RCLONE_CONFIG_{name}_PASS": obscured,
-                f"RCLONE_CONFIG_{name}_PORT": str(server.port)}
-    return env
-
-
 def run(report: Any) -> None:
     skip = set(filter(None, os.environ.get("FK_BENCH_SKIP", "").split(",")))
     base = Path(os.environ.get("FK_BENCH_DIR") or tempfile.mkdtemp(prefix="fk-bench-", dir="/var/tmp"))
@@ -102,7 +92,7 @@ def run(report: Any) -> None:
 def _bench(report: Any, farm: SambaFarm, base: Path, skip: set[str]) -> None:
     a, b = farm.servers
     a_root, _b_root = a.share_path("DATAD"), b.share_path("DATAD")
-    env = _rclone_env(farm)
+    env = rclone_env({"SRC": farm.servers[0], "DST": farm.servers[1]})
     user = f"{a.username}%{a.password}"
     note_sign = "all sides sign (server signing = mandatory)"
 

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_storage import build_tree  # noqa: E402
+from bench.peers import rclone_env  # noqa: E402
 from tests.fixtures.samba import PASSWORD, USERNAME, SambaFarm  # noqa: E402
 
 PW_ENV = "FK_BENCH_SB_PASSWORD"
@@ -40,17 +41,6 @@ PW_ENV = "FK_BENCH_SB_PASSWORD"
 
 def _env(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
-
-
-def _rclone_env(farm: SambaFarm) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, server in (("SRC", farm.servers[1]), ("DST", farm.servers[0])):
-        obscured = subprocess.run(["rclone", "obscure", server.password], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        env |= {f"RCLONE_CONFIG_{name}_TYPE": "smb", f"RCLONE_CONFIG_{name}_HOST": server.host,
-                f"RCLONE_CONFIG_{name}_USER": server.username, f"RCLONE_CONFIG_{name}_PASS": obscured,
-                f"RCLONE_CONFIG_{name}_PORT": str(server.port)}
-    return env
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> float:
@@ -136,7 +126,7 @@ def _bench(report: Any, farm: SambaFarm, base: Path) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     with session_scope(ensure_schema(get_engine())) as session:
         apply_farm_file(session, parse_farm_file(path.read_text(), str(path)))
-    env = _rclone_env(farm)
+    env = rclone_env({"SRC": farm.servers[1], "DST": farm.servers[0]})
 
     mb = _env("FK_BENCH_SB_MB", 1024)
     small = _env("FK_BENCH_SB_SMALL", 20_000)
