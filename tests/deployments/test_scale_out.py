@@ -10,11 +10,10 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -28,25 +27,11 @@ from farmkeeper.layout import video_path
 from farmkeeper.models import CameraState, FailoverEvent, Role, ServerEvent, ServerState
 from farmkeeper.sim.samba import SambaError, SambaFarm
 from tests.fixtures.postgres import PostgresServer
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD_ENV = "FK_SCALE_SMB_PASSWORD"
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
-            last = exc
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
 
 
 @pytest.fixture

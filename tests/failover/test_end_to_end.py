@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -25,26 +25,12 @@ from farmkeeper.sim import SimOptions, read_pid, start_farm
 from tests.failover.conftest import apply, build_farm
 from tests.fixtures.prefect_server import PrefectServer
 from tests.fixtures.receivers import HttpReceiver
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 DOWN_AFTER = 5.0
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - the database may be busy; keep polling
-            last = exc
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
 
 
 def api(server: PrefectServer, path: str, body: dict[str, Any]) -> Any:
