@@ -164,8 +164,9 @@ def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, r
             f"swap-back to {sel.home} started: {len(sel.cameras)} camera{'s' if len(sel.cameras) != 1 else ''}",
             f"cameras {', '.join(sel.cameras)} record at {sel.home} again; copying {plan.todo_files} files "
             f"({human_size(plan.todo_bytes)}) from {', '.join(sel.sources) or '-'} (copy job #{job_id})", "info")
-    progress: UUID = create_progress_artifact(0.0,  # type: ignore[assignment]  # sync in a sync flow key=f"swap-back-progress-{_key(sel.home)}",
-                                        description=f"Copy job #{job_id}: footage coming home to {sel.home}")
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a sync flow
+        0.0, key=f"swap-back-progress-{_key(sel.home)}",
+        description=f"Copy job #{job_id}: footage coming home to {sel.home}")
     results: list[BatchResult] = []
     error: str | None = None
     try:

@@ -270,6 +270,7 @@ def test_swap_back_from_the_ui_form(tmp_path: Path, inventory_url: str, ui_samba
         progress = [a for a in artifacts if a["type"] == "progress"]
         assert len(progress) == 1 and float(progress[0]["data"]) == 100.0, artifacts
         assert progress[0]["description"].startswith("Copy job #"), progress[0]
+        assert progress[0]["key"] == "swap-back-progress-rec1", progress[0]
 
         # the run page shows Completed and, on its Artifacts tab, that progress artifact
         page.get_by_text("Completed", exact=True).first.wait_for(timeout=60_000)
