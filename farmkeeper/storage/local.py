@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from farmkeeper.errors import (
     PathEscapeError,
@@ -33,6 +36,9 @@ _ERRNO_CLASS: dict[int, type[StorageError]] = {
     errno.EPERM: StoragePermission, errno.ENOSPC: StorageFull, errno.EDQUOT: StorageFull,
     errno.EROFS: StoragePermission,
 }
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_WALK_THREADS = 2      # lstat releases the GIL: two threads overlap the syscalls with the Python work
+_WALK_AHEAD = 8        # folders listed ahead of the consumer (bounds memory)
 
 
 class LocalVolume(Volume):
@@ -109,14 +115,69 @@ class LocalVolume(Volume):
             yield rel, files
 
     def walk(self, prefix: str = "") -> Iterator[Entry]:
-        for rel, files in self._scan(prefix, True):
+        """Every file with size and mtime: folders listed and ``lstat``-ed relative to their fd by a small
+        thread pool (the syscalls run without the GIL), a bounded number of folders ahead, in order."""
+        root = self.rel(prefix)
+        start = self._abs(root)
+        stack = [(root, start)]
+        ahead: deque[tuple[str, str, Future[tuple[list[Entry], list[str]]]]] = deque()
+        pool: ThreadPoolExecutor | None = None
+        try:
+            while stack or ahead:
+                if pool is None and len(stack) > 1:
+                    pool = ThreadPoolExecutor(_WALK_THREADS, thread_name_prefix="fk-walk")
+                if pool is None:
+                    rel, path = stack.pop()
+                    files, subdirs = self._stat_dir(rel, path, path is start)
+                else:
+                    while stack and len(ahead) < _WALK_AHEAD:
+                        rel, path = stack.pop()
+                        ahead.append((rel, path, pool.submit(self._stat_dir, rel, path, path is start)))
+                    rel, path, fut = ahead.popleft()
+                    files, subdirs = fut.result()
+                base = rel + "/" if rel else ""
+                stack.extend((base + name, f"{path}/{name}") for name in reversed(subdirs))
+                yield from files
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stat_dir(self, rel: str, path: str, is_root: bool) -> tuple[list[Entry], list[str]]:
+        """(files with size/mtime, sub-folder names) of one folder; a folder gone meanwhile holds nothing."""
+        try:
+            fd = os.open(path, _DIR_FLAGS if is_root else _DIR_FLAGS | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a folder replaced by a symlink meanwhile: not ours to follow
+                return [], []
+            raise self.wrap(exc, rel, "cannot list folder: ") from None
+        try:
+            names: list[str] = []
+            subdirs: list[str] = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_file(follow_symlinks=False):
+                        names.append(entry.name)
+                    elif entry.is_dir(follow_symlinks=False):
+                        subdirs.append(entry.name)
             base = rel + "/" if rel else ""
-            for entry in files:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                yield Entry(base + entry.name, st.st_size, st.st_mtime)
+            try:
+                stats = list(map(partial(os.lstat, dir_fd=fd), names))
+            except FileNotFoundError:  # a file deleted while listing: stat one by one
+                kept, stats = [], []
+                for name in names:
+                    try:
+                        stats.append(os.lstat(name, dir_fd=fd))
+                        kept.append(name)
+                    except FileNotFoundError:
+                        pass
+                names = kept
+            return [Entry(base + n, st.st_size, st.st_mtime) for n, st in zip(names, stats, strict=True)], subdirs
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot list folder: ") from None
+        finally:
+            os.close(fd)
 
     def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
         for rel, files in self._scan(prefix, False):
