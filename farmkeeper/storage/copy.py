@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 Status = Literal["copied", "skipped", "conflict", "failed"]
 MTIME_TOLERANCE = 1e-3
+SMALL_FILE = 1 << 20   # files up to this size skip the destination pre-check and the partial-file resume
+
+
+@dataclass(frozen=True)
+class _Done:
+    tmp: str      # the verified temporary file
+    bytes: int    # bytes transferred
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class _Copier:
             return CopyResult(src_rel, "failed", 0, str(exc), dst_rel)
 
     def _copy(self, src_rel: str, dst_rel: str, item: CopyItem) -> CopyResult:
+        if item.size <= SMALL_FILE:
+            return self._copy_small(src_rel, dst_rel, item)
         existing = self.dst.stat(dst_rel)
         status: Status = "copied"
         if existing is not None:
@@ -182,9 +191,47 @@ class _Copier:
             if other is not None:
                 return CopyResult(src_rel, "failed", 0, "destination and its conflict name both exist with "
                                   "different content", dst_rel)
-        nbytes = self._transfer(src_rel, dst_rel)
+        tmp = self._transfer(src_rel, dst_rel, resume=True)
+        try:
+            nbytes = self._place(tmp, dst_rel)
+        except StorageExists:
+            self._drop(tmp)
+            raise
         self.tracker.add(0, 1)
         return CopyResult(src_rel, status, nbytes, None, dst_rel)
+
+    def _copy_small(self, src_rel: str, dst_rel: str, item: CopyItem) -> CopyResult:
+        """A small file: copied and verified first, the destination looked at only if the rename finds it
+        taken (then the same rules: identical → skipped, different → the conflict name), so a new file
+        costs no stat at all and the whole copy is a few round trips."""
+        tmp = self._transfer(src_rel, dst_rel, resume=False)
+        try:
+            nbytes = self._place(tmp, dst_rel)
+            self.tracker.add(0, 1)
+            return CopyResult(src_rel, "copied", nbytes, None, dst_rel)
+        except StorageExists:
+            pass
+        existing = self.dst.stat(dst_rel)
+        if existing is not None and self._matches(existing, src_rel, dst_rel, item):
+            self._drop(tmp)
+            self.tracker.add(0, 1)
+            return CopyResult(src_rel, "skipped", 0, None, dst_rel)
+        dst_rel = conflict_name(dst_rel, self.src.server)
+        other = self.dst.stat(dst_rel)
+        if other is not None:
+            self._drop(tmp)
+            if self._matches(other, src_rel, dst_rel, item):
+                self.tracker.add(0, 1)
+                return CopyResult(src_rel, "conflict", 0, None, dst_rel)
+            return CopyResult(src_rel, "failed", 0, "destination and its conflict name both exist with "
+                              "different content", dst_rel)
+        try:
+            nbytes = self._place(tmp, dst_rel)
+        except StorageExists:
+            self._drop(tmp)
+            raise
+        self.tracker.add(0, 1)
+        return CopyResult(src_rel, "conflict", nbytes, None, dst_rel)
 
     def _matches(self, entry: Entry, src_rel: str, dst_rel: str, item: CopyItem) -> bool:
         if self.verify == "hash":
@@ -193,22 +240,26 @@ class _Copier:
             return _hash_file(self.src, src_rel, self.chunk)[0] == _hash_file(self.dst, dst_rel, self.chunk)[0]
         return _same(entry, item.size, item.mtime)
 
-    def _transfer(self, src_rel: str, dst_rel: str) -> int:
+    def _transfer(self, src_rel: str, dst_rel: str, *, resume: bool) -> _Done:
+        """Copy ``src_rel`` to the temporary name of ``dst_rel`` (resumed from its size when ``resume``)
+        and verify it there; the caller renames it into place."""
         tmp = temp_name(dst_rel)
         reader = self.src.open_reader(src_rel)
         copied = 0
         try:
             size, mtime = reader.size, reader.mtime
-            partial = self.dst.stat(tmp)
-            resume = partial.size if partial is not None and partial.size <= size else 0
-            writer = self.dst.open_writer(tmp, truncate_to=resume)
+            start = 0
+            if resume:
+                partial = self.dst.stat(tmp)
+                start = partial.size if partial is not None and partial.size <= size else 0
+            writer = self.dst.open_writer(tmp, truncate_to=start)
             h = hashlib.blake2b(digest_size=32) if self.verify == "hash" else None
             try:
-                if h is not None and resume:
-                    for data in reader.chunks(0, resume, self.chunk):
+                if h is not None and start:
+                    for data in reader.chunks(0, start, self.chunk):
                         h.update(data)
-                pos = resume
-                for data in reader.chunks(resume, size, self.chunk):
+                pos = start
+                for data in reader.chunks(start, size, self.chunk):
                     if self.bucket is not None:
                         self.bucket.take(len(data))
                     writer.write(pos, data)
@@ -225,8 +276,8 @@ class _Copier:
             except BaseException:
                 writer.abort()
                 raise
-            if resume:
-                self.tracker.add(resume)
+            if start:
+                self.tracker.add(start)
         finally:
             reader.close()
         if not _same(done, size, mtime):
@@ -239,14 +290,16 @@ class _Copier:
                 self._drop(tmp)
                 raise VerificationError(0, "copy's BLAKE2b hash differs from the source",
                                         server=self.dst.server, share=self.dst.share, path=dst_rel)
-        try:
-            self.dst.rename(tmp, dst_rel)
-        except StorageExists:
-            self._drop(tmp)
-            raise
-        return copied
+        return _Done(tmp, copied)
 
-    def _drop(self, tmp: str) -> None:
+    def _place(self, done: _Done, dst_rel: str) -> int:
+        """Rename the verified temporary file to ``dst_rel`` (``StorageExists`` if that name is taken)."""
+        self.dst.rename(done.tmp, dst_rel)
+        return done.bytes
+
+    def _drop(self, tmp: str | _Done) -> None:
+        if isinstance(tmp, _Done):
+            tmp = tmp.tmp
         try:
             self.dst.remove(tmp)
         except StorageError as exc:

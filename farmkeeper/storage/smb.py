@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 _NOT_FOUND = (p.STATUS_OBJECT_NAME_NOT_FOUND, p.STATUS_OBJECT_PATH_NOT_FOUND)
 _DIR_LIST = p.FILE_LIST_DIRECTORY | p.FILE_READ_ATTRIBUTES | p.SYNCHRONIZE
 _QD_BUFFER = 1 << 20
+_READ_AHEAD = 1 << 20   # read with the open / written with the close: small files take one round trip each
 _ERRORS: dict[int, tuple[type[StorageError], int, str]] = {
     p.STATUS_OBJECT_NAME_NOT_FOUND: (StorageNotFound, errno.ENOENT, "no such file"),
     p.STATUS_OBJECT_PATH_NOT_FOUND: (StorageNotFound, errno.ENOENT, "no such folder"),
@@ -385,9 +386,11 @@ class SMBVolume(Volume):
     def open_reader(self, relpath: str) -> FileReader:
         rel = self.rel(relpath)
         ch = self._acquire()
+        head = min(_READ_AHEAD, ch.max_read)
         try:
-            (status, mv), = ch.call([p.create(rel, p.FILE_READ_DATA | p.FILE_READ_ATTRIBUTES | p.SYNCHRONIZE,
-                                              p.FILE_OPEN, p.FILE_NON_DIRECTORY_FILE)])
+            (status, mv), (r_status, r_mv) = ch.call(
+                [p.create(rel, p.FILE_READ_DATA | p.FILE_READ_ATTRIBUTES | p.SYNCHRONIZE, p.FILE_OPEN,
+                          p.FILE_NON_DIRECTORY_FILE), p.read(p.RELATED_FID, 0, head)], related=True)
             self._check(status, rel, "cannot open for reading: ")
         except p.ConnectionLost as exc:
             self._discard(ch)
@@ -397,7 +400,14 @@ class SMBVolume(Volume):
             self._release(ch)
             raise
         size, mtime, _ = p.create_stat(mv)
-        return _Reader(self, ch, rel, p.create_fid(mv), size, mtime)
+        first: bytes | None = None   # the file's first bytes, read with the open (small files: one round trip)
+        if r_status == p.STATUS_SUCCESS:
+            first = bytes(p.read_data(r_mv))
+        elif r_status == p.STATUS_END_OF_FILE:
+            first = b""
+        if first is not None and len(first) != min(head, size):
+            first = None  # changed between the open and the read: read it again the normal way
+        return _Reader(self, ch, rel, p.create_fid(mv), size, mtime, first)
 
     def open_writer(self, relpath: str, *, truncate_to: int | None = None) -> FileWriter:
         rel = self.rel(relpath)
@@ -429,11 +439,21 @@ class SMBVolume(Volume):
 
 
 class _Reader(FileReader):
-    def __init__(self, vol: SMBVolume, ch: p.Channel, rel: str, fid: bytes, size: int, mtime: float) -> None:
+    def __init__(self, vol: SMBVolume, ch: p.Channel, rel: str, fid: bytes, size: int, mtime: float,
+                 first: bytes | None = None) -> None:
         self.vol, self.ch, self.rel, self.fid, self.size, self.mtime = vol, ch, rel, fid, size, mtime
+        self._first = first
         self._open = True
 
     def chunks(self, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+        first, self._first = self._first, None
+        if first and start == 0 and end > 0:
+            piece = first[:end]
+            start = len(piece)
+            yield piece
+        yield from self._read(start, end, chunk_size)
+
+    def _read(self, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
         chunk = max(4096, min(chunk_size, self.ch.max_read))
         q: queue.SimpleQueue[p.Reply] = queue.SimpleQueue()
         offsets = iter(range(start, end, chunk))
@@ -477,7 +497,7 @@ class _Reader(FileReader):
             return
         self._open = False
         try:
-            self.ch.call([p.close(self.fid)])
+            self.ch.submit([p.close(self.fid)], None)  # nothing to learn from a reader's close: do not wait
         except p.ConnectionLost:
             self.vol._discard(self.ch)
             return
@@ -489,6 +509,8 @@ class _Writer(FileWriter):
         self.vol, self.ch, self.rel, self.fid, self.depth = vol, ch, rel, fid, depth
         self.q: queue.SimpleQueue[p.Reply] = queue.SimpleQueue()
         self.inflight: dict[int, int] = {}
+        self.held: tuple[int, bytes] | None = None   # a first small write, sent in one compound with finish()
+        self.sent = False
         self._open = True
 
     def _collect(self, keep: int) -> None:
@@ -509,6 +531,16 @@ class _Writer(FileWriter):
                                      share=self.vol.share, path=self.rel) from None
 
     def write(self, offset: int, data: bytes) -> None:
+        if not self.sent and self.held is None and len(data) <= min(self.ch.max_write, _READ_AHEAD):
+            self.held = (offset, data)
+            return
+        self.sent = True
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._send(*held)
+        self._send(offset, data)
+
+    def _send(self, offset: int, data: bytes) -> None:
         def go() -> None:
             step = self.ch.max_write
             for pos in range(0, len(data), step):
@@ -522,8 +554,16 @@ class _Writer(FileWriter):
         def go() -> Entry:
             self._collect(0)
             msgs = [p.set_info(self.fid, 4, p.basic_info(mtime))] if mtime is not None else []
+            held, self.held = self.held, None
+            if held is not None:   # WRITE + SET_INFO + CLOSE in one compound, processed in order
+                msgs.insert(0, p.write(self.fid, held[0], held[1]))
             replies = self.ch.call([*msgs, p.close(self.fid, postquery=True)])
             self._open = False
+            if held is not None:
+                status, mv = replies[0]
+                self.vol._check(status, self.rel, "write failed: ")
+                if p._U32.unpack_from(mv, 64 + 4)[0] != len(held[1]):
+                    raise self.vol.error(StorageFull, errno.ENOSPC, "short write (volume full?)", self.rel)
             for status, _ in replies:
                 self.vol._check(status, self.rel, "cannot finish writing: ")
             size, last_write = p.close_stat(replies[-1][1])
@@ -540,6 +580,7 @@ class _Writer(FileWriter):
         if not self._open:
             return
         self._open = False
+        self.held = None
         try:
             self.inflight.clear()
             self.ch.call([p.close(self.fid)])
