@@ -393,10 +393,12 @@ def scan_sources(sources: Sequence[tuple[SourceVolume, Volume]], cameras: Sequen
 def plan_job(session: Session, job: CopyJob, files: Sequence[PlannedFile], scan: PlanReport) -> PlanReport:
     """Record ``files`` (from ``scan_sources``) as items of ``job``; unfinished items whose source vanished go."""
     assert job.id is not None
-    existing = {(i.src_server, i.src_drive, i.relpath): i
-                for i in session.exec(select(CopyItem).where(CopyItem.job_id == job.id))}
+    existing = {(i.src_server, i.src_drive, i.relpath): i for i in session.execute(
+        _select_items("id", "src_server", "src_drive", "relpath", "size", "mtime", "state")
+        .where(CopyItem.job_id == job.id))}
     seen = set()
     new_rows = []
+    changed = []
     for f in files:
         key = (f.src_server, f.src_drive, f.relpath)
         seen.add(key)
@@ -407,9 +409,10 @@ def plan_job(session: Session, job: CopyJob, files: Sequence[PlannedFile], scan:
                              "relpath": f.relpath, "size": f.size, "mtime": f.mtime,
                              "state": CopyItemState.pending})
         elif item.state in TODO and (item.size != f.size or abs(item.mtime - f.mtime) > MTIME_TOLERANCE):
-            item.size, item.mtime = f.size, f.mtime
-            session.add(item)
+            changed.append({"id": item.id, "size": f.size, "mtime": f.mtime})
     vanished = [i.id for k, i in existing.items() if k not in seen and i.state in TODO]
+    if changed:
+        session.execute(sa.update(CopyItem), changed)
     if new_rows:
         session.execute(sa.insert(CopyItem), new_rows)
     if vanished:
@@ -423,18 +426,28 @@ def plan_job(session: Session, job: CopyJob, files: Sequence[PlannedFile], scan:
     report.files, report.bytes = job.files_total, job.bytes_total
     delete_source = bool((job.params or {}).get("delete_source", True))
     batches = set()
-    for item in session.exec(select(CopyItem).where(CopyItem.job_id == job.id)):
-        pc = report.per_camera.setdefault(item.camera_id, {"files": 0, "bytes": 0})
-        pc["files"] += 1
-        pc["bytes"] += item.size
-        if item.state in TODO or (delete_source and item.state in COPIED):
-            report.todo_files += 1
-            report.todo_bytes += item.size if item.state in TODO else 0
-            batches.add(BatchKey(item.src_server, item.src_drive, item.dst_server, item.dst_drive))
+    for cam, state, src_server, src_drive, dst_server, dst_drive, n, nbytes in session.execute(
+            _select_items("camera_id", "state", "src_server", "src_drive", "dst_server", "dst_drive",
+                          extra=(sa.func.count(), sa.func.coalesce(sa.func.sum(CopyItem.size), 0)))
+            .where(CopyItem.job_id == job.id)
+            .group_by(CopyItem.camera_id, CopyItem.state, CopyItem.src_server, CopyItem.src_drive,
+                      CopyItem.dst_server, CopyItem.dst_drive)):
+        pc = report.per_camera.setdefault(cam, {"files": 0, "bytes": 0})
+        pc["files"] += int(n)
+        pc["bytes"] += int(nbytes)
+        if state in TODO or (delete_source and state in COPIED):
+            report.todo_files += int(n)
+            report.todo_bytes += int(nbytes) if state in TODO else 0
+            batches.add(BatchKey(src_server, src_drive, dst_server, dst_drive))
     report.batches = sorted(batches)
     job.updated_at = utcnow()
     session.add(job)
     return report
+
+
+def _select_items(*columns: str, extra: Sequence[Any] = ()) -> Any:
+    """SELECT of some ``CopyItem`` columns: plain rows, no ORM objects (jobs have tens of thousands of items)."""
+    return sa.select(*(getattr(CopyItem, c) for c in columns), *extra)
 
 
 def _refresh_counters(session: Session, job: CopyJob) -> None:
@@ -562,7 +575,8 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
         _refresh_counters(session, job)
         base_bytes, base_files = job.bytes_done, job.files_done
         totals = (job.bytes_total, job.files_total)
-        todo = list(session.exec(select(CopyItem).where(*_batch_where(job_id, key), col(CopyItem.state).in_(TODO))
+        todo = list(session.execute(_select_items("id", "relpath", "size", "mtime", "dst_relpath")
+                                 .where(*_batch_where(job_id, key), col(CopyItem.state).in_(TODO))
                                  .order_by(col(CopyItem.relpath))))
     result = BatchResult(key)
     ids = {i.relpath: i.id for i in todo if i.id is not None}
@@ -621,8 +635,8 @@ def _verify_and_delete(session_factory: SessionFactory, job_id: int, key: BatchK
                        options: JobOptions, result: BatchResult) -> None:
     """Re-check every copied item against a listing of the destination; then audit and delete the sources."""
     with session_factory() as session:
-        done = list(session.exec(select(CopyItem).where(*_batch_where(job_id, key),
-                                                        col(CopyItem.state).in_(COPIED))))
+        done = list(session.execute(_select_items("id", "relpath", "dst_relpath", "size", "mtime", "camera_id", "state")
+                                 .where(*_batch_where(job_id, key), col(CopyItem.state).in_(COPIED))))
     if not done:
         return
     folders = sorted({(i.dst_relpath or i.relpath).rpartition("/")[0] for i in done})
@@ -630,7 +644,7 @@ def _verify_and_delete(session_factory: SessionFactory, job_id: int, key: BatchK
     for folder in folders:
         for found in dst.walk(folder):
             listing[found.relpath] = found
-    good: list[CopyItem] = []
+    good: list[Any] = []   # rows (id, relpath, dst_relpath, size, mtime, camera_id, state)
     bad: list[dict[str, Any]] = []
     for item in done:
         entry = listing.get(item.dst_relpath or item.relpath)
@@ -688,7 +702,9 @@ def job_summary(session: Session, job: CopyJob) -> JobSummary:
     delete_source = bool((job.params or {}).get("delete_source", True))
     cams = {c: CameraSummary(c) for c in job.cameras}
     failures: list[str] = []
-    for item in session.exec(select(CopyItem).where(CopyItem.job_id == job.id).order_by(col(CopyItem.relpath))):
+    for item in session.execute(_select_items("camera_id", "size", "state", "relpath", "dst_relpath", "error",
+                                              "src_server", "src_drive")
+                                .where(CopyItem.job_id == job.id).order_by(col(CopyItem.relpath))):
         cs = cams.setdefault(item.camera_id, CameraSummary(item.camera_id))
         cs.files += 1
         cs.bytes += item.size
