@@ -112,7 +112,22 @@ def read(fid: bytes, offset: int, length: int) -> Message:
 
 
 def write(fid: bytes, offset: int, data: bytes | memoryview) -> Message:
-    return WRITE, _WRITE.pack(49, 112, len(data), offset, fid, 0, 0, 0, 0, 0) + bytes(data), _charge(len(data))
+    """A WRITE whose payload is kept apart (``Payload``): an unsigned single request is sent without copying it."""
+    return WRITE, Payload(_WRITE.pack(49, 112, len(data), offset, fid, 0, 0, 0, 0, 0), data), _charge(len(data))
+
+
+class Payload(bytes):
+    """A request body (the fixed part, as bytes) followed by a large payload sent as is."""
+
+    data: bytes | memoryview
+
+    def __new__(cls, fixed: bytes, data: bytes | memoryview) -> Payload:
+        self = super().__new__(cls, fixed)
+        self.data = data
+        return self
+
+    def whole(self) -> bytes:
+        return bytes(self) + bytes(self.data)
 
 
 def query_directory(fid: bytes, out_len: int, restart: bool, info_class: int = 1) -> Message:
@@ -416,9 +431,15 @@ class Channel:
             if conn.dead:
                 raise ConnectionLost(f"connection to {self.host} is closed")
             mid = first
+            tail: bytes | memoryview = b""    # a single unsigned WRITE's payload, sent without a copy
             for i, (command, body, _) in enumerate(messages):
                 charge = charges[i]
-                length = 64 + len(body)
+                if isinstance(body, Payload):
+                    if count == 1 and self.signer is None and not self.encrypt:
+                        tail = body.data
+                    else:
+                        body = body.whole()
+                length = 64 + len(body) + len(tail)
                 if i < count - 1:
                     pad = (8 - length % 8) % 8
                     next_cmd = length + pad
@@ -444,10 +465,12 @@ class Channel:
                 data = conn._encrypt(data, self.session).pack()
             try:
                 with conn.transport._sock_lock:
-                    conn.transport._sock.sendall(_LEN.pack(len(data)) + data if len(data) < 65536 else
-                                                 _LEN.pack(len(data)))
+                    size = len(data) + len(tail)
+                    conn.transport._sock.sendall(_LEN.pack(size) + data if len(data) < 65536 else _LEN.pack(size))
                     if len(data) >= 65536:
                         conn.transport._sock.sendall(data)
+                    if tail:
+                        conn.transport._sock.sendall(tail)
             except OSError as exc:
                 for m in mids:
                     conn.fast.pop(m, None)

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBResponseException
 
@@ -485,7 +485,7 @@ class _Reader(FileReader):
                 data = p.read_data(mv)
                 if len(data) != length:
                     raise self.vol.error(StorageError, errno.EIO, f"short read at {off}", self.rel)
-                yield bytes(data)
+                yield cast(bytes, data)  # a view of its own reply frame: bytes-like, no copy
         except p.ConnectionLost as exc:
             self._open = False
             self.vol._discard(self.ch)
