@@ -17,10 +17,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +31,8 @@ from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.models import Camera, FailoverEvent
 from farmkeeper.sim.samba import PASSWORD, USERNAME, SambaError, SambaFarm
-from tests.swapback.conftest import fail_over, tree_hashes, write_footage
+from tests.helpers import tree_hashes, wait_for, write_footage
+from tests.swapback.conftest import fail_over
 
 pytestmark = [pytest.mark.samba, pytest.mark.slow]
 
@@ -45,21 +45,6 @@ HOW_TO_INSTALL = ("install Debian's Chromium: `apt-get update && apt-get install
 PASSWORD_ENV = "FK_UI_SMB_PASSWORD"
 NAMES = ("rec1", "spare1", "rec2")
 CAMERA = "cam-ui"
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[no-any-return]
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
 
 
 def tail(path: Path, n: int = 40) -> str:

@@ -7,14 +7,12 @@ local ``path`` unless a test asks for it, so every copy goes over SMB.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,12 @@ from typer.testing import CliRunner
 
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
-from farmkeeper.layout import meta_path, video_path
 from farmkeeper.models import Camera, FailoverEvent
 from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer
+from tests.helpers import START, tree_hashes, write_footage  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_SB_SMB_PASSWORD"
 NAMES = ("rec1", "spare1", "rec2")
-START = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -122,39 +119,6 @@ def camera(cam_id: str, home: str = "rec1", storage_path: str | None = None) -> 
     out: dict[str, Any] = {"id": cam_id, "home": home, "movable": True, "streams": 2}
     if storage_path:
         out["storage_path"] = storage_path
-    return out
-
-
-def write_footage(root: Path, cam: str, count: int, *, size: int = 64 << 10, start: datetime = START,
-                  step_s: int = 60, meta: bool = True, seed: int = 0) -> dict[str, str]:
-    """``count`` video segments (stream 0 and 1) plus metadata of ``cam`` under a share root; relpath → sha256."""
-    out: dict[str, str] = {}
-    for i in range(count):
-        t = start + timedelta(seconds=i * step_s)
-        rels = [video_path(cam, i % 2, t).relpath]
-        if meta:
-            rels.append(meta_path(cam, t).relpath)
-        for j, rel in enumerate(rels):
-            n = size + i * 1013 if j == 0 else 200 + i
-            data = hashlib.shake_256(f"{cam}/{rel}/{seed}".encode()).digest(n)
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            os.utime(path, (t.timestamp() + 60, t.timestamp() + 60))
-            out[rel] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-def tree_hashes(root: Path, cam: str) -> dict[str, str]:
-    """relpath → sha256 of every file under the camera's folders (dot files included)."""
-    out = {}
-    for top in ("video", "meta"):
-        base = root / top / cam
-        if not base.exists():
-            continue
-        for path in base.rglob("*"):
-            if path.is_file():
-                out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
