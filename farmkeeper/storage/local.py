@@ -5,9 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from farmkeeper.errors import (
@@ -37,8 +35,6 @@ _ERRNO_CLASS: dict[int, type[StorageError]] = {
     errno.EROFS: StoragePermission,
 }
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_WALK_THREADS = 2      # lstat releases the GIL: two threads overlap the syscalls with the Python work
-_WALK_AHEAD = 8        # folders listed ahead of the consumer (bounds memory)
 
 
 class LocalVolume(Volume):
@@ -115,32 +111,17 @@ class LocalVolume(Volume):
             yield rel, files
 
     def walk(self, prefix: str = "") -> Iterator[Entry]:
-        """Every file with size and mtime: folders listed and ``lstat``-ed relative to their fd by a small
-        thread pool (the syscalls run without the GIL), a bounded number of folders ahead, in order."""
+        """Every file with size and mtime, one folder at a time (constant memory): each folder is listed and
+        its files ``lstat``-ed relative to its fd (no path lookups), in one C-level loop per folder."""
         root = self.rel(prefix)
         start = self._abs(root)
         stack = [(root, start)]
-        ahead: deque[tuple[str, str, Future[tuple[list[Entry], list[str]]]]] = deque()
-        pool: ThreadPoolExecutor | None = None
-        try:
-            while stack or ahead:
-                if pool is None and len(stack) > 1:
-                    pool = ThreadPoolExecutor(_WALK_THREADS, thread_name_prefix="fk-walk")
-                if pool is None:
-                    rel, path = stack.pop()
-                    files, subdirs = self._stat_dir(rel, path, path is start)
-                else:
-                    while stack and len(ahead) < _WALK_AHEAD:
-                        rel, path = stack.pop()
-                        ahead.append((rel, path, pool.submit(self._stat_dir, rel, path, path is start)))
-                    rel, path, fut = ahead.popleft()
-                    files, subdirs = fut.result()
-                base = rel + "/" if rel else ""
-                stack.extend((base + name, f"{path}/{name}") for name in reversed(subdirs))
-                yield from files
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        while stack:
+            rel, path = stack.pop()
+            files, subdirs = self._stat_dir(rel, path, path is start)
+            base = rel + "/" if rel else ""
+            stack.extend((base + name, f"{path}/{name}") for name in reversed(subdirs))
+            yield from files
 
     def _stat_dir(self, rel: str, path: str, is_root: bool) -> tuple[list[Entry], list[str]]:
         """(files with size/mtime, sub-folder names) of one folder; a folder gone meanwhile holds nothing."""
