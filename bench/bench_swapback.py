@@ -17,7 +17,9 @@ Run: ``.venv/bin/python -m bench swapback``.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,24 @@ from bench.peers import rclone_env  # noqa: E402
 from tests.fixtures.samba import PASSWORD, USERNAME, SambaFarm  # noqa: E402
 
 PW_ENV = "FK_BENCH_SB_PASSWORD"
+
+
+class _RetryCounter(logging.Filter):
+    """Counts the Prefect client's retries (the API answered 503, e.g. its SQLite database was busy) and the
+    seconds it slept before retrying; passes on only INFO and above, as without it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.seconds = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "retryable status code" in text:
+            self.count += 1
+            found = re.search(r"will be made in ([0-9.]+)s", text)
+            self.seconds += float(found.group(1)) if found else 0.0
+        return record.levelno >= logging.INFO
 
 
 def _env(name: str, default: int) -> int:
@@ -143,13 +163,23 @@ def _bench(report: Any, farm: SambaFarm, base: Path) -> None:
         t_del = _run(["rclone", "delete", "--rmdirs", "--checkers", "8", "SRC:DATAD/video"], env)
         _move_back(home_root, spare_root)
         _failover(cams)
+        retries = _RetryCounter()
+        client_log = logging.getLogger("prefect.client")
+        level = client_log.level
+        client_log.addFilter(retries)
+        client_log.setLevel(logging.DEBUG)
         t0 = time.perf_counter()
-        result = swap_back(SwapBackParams(cameras=cams, verify="size", connections=conns, notify=False))
-        ours = time.perf_counter() - t0
+        try:
+            result = swap_back(SwapBackParams(cameras=cams, verify="size", connections=conns, notify=False))
+        finally:
+            ours = time.perf_counter() - t0
+            client_log.removeFilter(retries)
+            client_log.setLevel(level)
         assert result["state"] == "done" and result["copied"] == files, result
         left = [p for p in (spare_root / "video").rglob("*") if p.is_file()] if (spare_root / "video").exists() else []
         assert not left, f"{len(left)} source files left"
         report.row(case, ours, "rclone copy + delete", t_copy + t_del,
                    f"{files} files; rclone copy {t_copy:.1f}s + delete {t_del:.1f}s; ours = whole flow "
-                   f"(gate, plan, copy, verify, audit, delete), {conns} connections, verify=size, unsigned")
+                   f"(gate, plan, copy, verify, audit, delete), {conns} connections, verify=size, unsigned; "
+                   f"Prefect API 503 retries in our flow: {retries.count} ({retries.seconds:.1f} s asleep)")
     dispose_engines()
