@@ -126,9 +126,6 @@ class Payload(bytes):
         self.data = data
         return self
 
-    def whole(self) -> bytes:
-        return bytes(self) + bytes(self.data)
-
 
 def query_directory(fid: bytes, out_len: int, restart: bool, info_class: int = 1) -> Message:
     pattern = "*".encode("utf-16-le")
@@ -336,13 +333,13 @@ class _Signer:
     def sign(self, msg: bytearray | memoryview, mid: int, response: bool, command: int) -> bytes:
         if self.gmac is not None:
             nonce = mid.to_bytes(8, "little") + (1 if response else 0).to_bytes(4, "little")
-            return self.gmac.encrypt(nonce, b"", bytes(msg))
+            return self.gmac.encrypt(nonce, b"", msg)   # bytes-like: no copy of a large message
         if self.algorithm == "cmac":
             c = cmac.CMAC(algorithms.AES(self.key))
             c.update(bytes(msg))
             return c.finalize()
         h = hmac.HMAC(self.key, hashes.SHA256())
-        h.update(bytes(msg))
+        h.update(msg)
         return h.finalize()[:16]
 
     def verify(self, frame: bytearray, off: int, end: int, mid: int, command: int) -> None:
@@ -415,7 +412,7 @@ class Channel:
         count = len(messages)
         charges = [m[2] if self.multi_credit else 1 for m in messages]
         total = sum(charges)
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         mids: list[int] = []
         with self._send_lock:
             with conn.credit_cond:
@@ -434,12 +431,13 @@ class Channel:
             tail: bytes | memoryview = b""    # a single unsigned WRITE's payload, sent without a copy
             for i, (command, body, _) in enumerate(messages):
                 charge = charges[i]
+                payload: bytes | memoryview = b""   # copied once, into the message (signed, compound, encrypted)
                 if isinstance(body, Payload):
                     if count == 1 and self.signer is None and not self.encrypt:
                         tail = body.data
                     else:
-                        body = body.whole()
-                length = 64 + len(body) + len(tail)
+                        payload = body.data
+                length = 64 + len(body) + len(payload) + len(tail)
                 if i < count - 1:
                     pad = (8 - length % 8) % 8
                     next_cmd = length + pad
@@ -452,17 +450,19 @@ class Channel:
                 msg = bytearray(_HDR.pack(b"\xfeSMB", 64, charge if self.multi_credit else 0, 0, command, want,
                                           flags, next_cmd, mid, 0, self.tid, self.sid, bytes(16)))
                 msg += body
+                if payload:
+                    msg += payload
                 if pad:
                     msg += bytes(pad)
                 if self.signer is not None:
                     msg[48:64] = self.signer.sign(msg, mid, False, command)
-                parts.append(bytes(msg))
+                parts.append(msg)
                 conn.fast[mid] = (q, mid if tags is None else tags[i])
                 mids.append(mid)
                 mid += charge
             data = b"".join(parts) if count > 1 else parts[0]
             if self.encrypt:
-                data = conn._encrypt(data, self.session).pack()
+                data = conn._encrypt(bytes(data), self.session).pack()
             try:
                 with conn.transport._sock_lock:
                     size = len(data) + len(tail)
