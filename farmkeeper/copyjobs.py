@@ -775,3 +775,93 @@ def _duration(seconds: float) -> str:
 
 def duration_text(seconds: float) -> str:
     return _duration(seconds)
+
+
+# --- reporting a run --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunWording:
+    """The words a copy flow's messages use for one run: swap-back and move-cameras differ only in these."""
+
+    what: str                 # "move to rec4", "swap-back to rec1": starts every title and message
+    where: str                # where the copies are verified: "on rec4", "at home"
+    resume: str               # the command that resumes the run
+    rerun: str                # what to run once servers that were down are back: "re-run", "re-run `...`"
+    still_open: str           # what becomes of segments still open: "re-run to move them"
+    intro: str = ""           # a first line of the report and of the notification (may be empty)
+
+    @property
+    def title(self) -> str:
+        return self.what[:1].upper() + self.what[1:]
+
+    def crashed(self, exc: BaseException) -> str:
+        """The message of a run stopped by an unexpected error."""
+        return (f"{self.what} failed: {type(exc).__name__}: {exc}.\nNo source file was deleted unless verified "
+                f"{self.where} (see the copy job in `farmkeeper status`).\nResume with: {self.resume}")
+
+
+@dataclass
+class JobReport:
+    """A finished copy job as its run reports it: the numbers for the flow result and the texts for people."""
+
+    wording: RunWording
+    summary: JobSummary
+    result: dict[str, Any]    # copied, skipped, ..., resume: the part of the flow result every copy flow has
+    notes: list[str]
+    body: str                 # one paragraph: counts, bytes transferred, time
+    markdown: str             # the report artifact
+    message: str              # the notification
+    failure: str | None       # what went wrong and how to resume; None when the job is done
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def blocked_cameras(cameras: Sequence[str], unmapped_cameras: Iterable[str],
+                    still_open: dict[str, list[str]]) -> set[str]:
+    """Cameras with footage left behind on purpose: on a drive the target lacks, or in a segment still open."""
+    return set(unmapped_cameras) | {cam for paths in still_open.values() for cam in cameras
+                                    if any(p.split("/")[1] == cam for p in paths)}
+
+
+def job_report(summary: JobSummary, results: Sequence[BatchResult], wording: RunWording, *, verify: str,
+               seconds: float, unmapped: list[str], unreachable: Sequence[str],
+               still_open: dict[str, list[str]], failover_ended: list[str]) -> JobReport:
+    """Totals, notes (unmapped drives, servers down, open segments, name collisions) and the report texts."""
+    cams = summary.cameras.values()
+    copied, skipped = sum(c.copied for c in cams), sum(c.skipped for c in cams)
+    conflicts, removed = sum(c.conflicts for c in cams), sum(c.removed for c in cams)
+    moved_bytes = sum(r.bytes_copied for r in results)
+    notes = [*unmapped]
+    if unreachable:
+        notes.append(f"not read (server down): {', '.join(unreachable)}; {wording.rerun} when they are back")
+    if still_open:
+        notes.append(f"segments still open ({wording.still_open}): "
+                     + "; ".join(f"{k}: {len(v)}" for k, v in still_open.items()))
+    if conflicts:
+        notes.append(f"{conflicts} name collision(s) with different content: both files kept "
+                     "(the copy is named <stamp>~<source server>.<ext>)")
+    ok = summary.state == CopyJobState.done
+    body = (f"copy job #{summary.job_id}: {copied} copied, {skipped} skipped (already identical {wording.where}), "
+            f"{conflicts} conflicts, {removed} sources removed after verification ({verify}); "
+            f"{human_size(moved_bytes)} transferred in {duration_text(seconds)}")
+    lines = [f"# {wording.title}: {'done' if ok else 'FAILED'}", ""]
+    if wording.intro:
+        lines += [f"{wording.intro[:1].upper()}{wording.intro[1:]}.", ""]
+    lines += [body, "", *[f"- {n}" for n in notes]]
+    if not ok:
+        lines += [f"\n**Error:** {summary.error}", "", f"Resume with `{wording.resume}`"]
+    markdown = "\n".join(lines)
+    intro = [wording.intro] if wording.intro else []
+    result = {"copied": copied, "skipped": skipped, "conflicts": conflicts, "removed": removed,
+              "remaining": summary.remaining, "bytes_transferred": moved_bytes, "seconds": round(seconds, 3),
+              "failover_ended": failover_ended, "unmapped": unmapped, "still_open": still_open,
+              "error": summary.error, "resume": wording.resume}
+    if ok:
+        return JobReport(wording, summary, result, notes, body, markdown, "\n".join([*intro, body, *notes]), None)
+    detail = "\n".join(summary.failures[:5])
+    failure = (f"{wording.what} failed: {summary.error or 'some files failed'}.\nSources of unfinished files were "
+               f"not deleted. {summary.remaining} of {summary.files_total} files remain"
+               f"{' (' + detail + ')' if detail else ''}.\nResume with: {wording.resume}")
+    return JobReport(wording, summary, result, notes, body, markdown, "\n".join([failure, body, *notes]), failure)

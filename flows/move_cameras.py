@@ -20,29 +20,26 @@ ownership, swap-back and status.
 import sys
 import time
 from typing import Any, Literal
-from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
 from farmkeeper import move
-from farmkeeper.copyjobs import BatchResult, JobOptions, JobSummary, PlanReport, duration_text
+from farmkeeper.copyjobs import JobOptions, PlanReport, RunWording, blocked_cameras, job_report
 from farmkeeper.errors import FarmkeeperError
-from farmkeeper.models import CopyJobState
 from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
     COPY_LIMIT,
     check_cameras_free,
-    copy_batch,
     ensure_copy_limit,
-    fail_copy_job,
-    finish_copy_job,
     plan_copy_job,
+    publish_job_report,
+    run_copy_job,
     wait_segments_closed,
 )
 from tasks.move import assign_cameras, end_failovers, plan_move, select_move
@@ -116,17 +113,19 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
         return _keep(params, sel, plan, started)
     options = JobOptions(delete_source=True, verify=params.verify, max_mbps=params.max_mbps,
                          connections=params.connections or load_settings().storage.connections)
+    wording = RunWording(f"move to {sel.target}", f"on {sel.target}", resume, rerun=f"re-run `{resume}`",
+                         still_open="re-run to move them",
+                         intro=f"cameras {', '.join(sel.cameras)} record on {sel.target}, their home")
     ensure_copy_limit()
     try:
         with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
-            return _run(params, sel, plan, options, resume, started)
+            return _run(params, sel, plan, options, wording, started)
     except MoveError:
         raise
     except Exception as exc:
-        message = (f"move to {sel.target} failed: {type(exc).__name__}: {exc}.\nNo source file was deleted unless "
-                   f"verified on {sel.target} (see the copy job in `farmkeeper status`).\nResume with: {resume}")
+        message = wording.crashed(exc)
         if params.notify:
-            send_notification(f"move to {sel.target} FAILED", message, "failure")
+            send_notification(f"{wording.what} FAILED", message, "failure")
         raise MoveError(message) from exc
 
 
@@ -176,8 +175,7 @@ def _zero() -> dict[str, Any]:
 
 
 def _run(params: MoveCamerasParams, sel: move.MoveSelection, plan: move.MovePlan, options: JobOptions,
-         resume: str, started: float) -> dict[str, Any]:
-    logger = get_run_logger()
+         wording: RunWording, started: float) -> dict[str, Any]:
     run_id = str(flow_run.get_id() or "") or None
     assigned = assign_cameras(sel.cameras, sel.target, "move", run_id)
     still_open = wait_segments_closed(sel.cameras, sel.old_currents, params.wait_closed_s) if sel.old_currents \
@@ -191,75 +189,21 @@ def _run(params: MoveCamerasParams, sel: move.MoveSelection, plan: move.MovePlan
             f"cameras {', '.join(sel.cameras)} record on {sel.target} now (their new home); copying "
             f"{job.todo_files} files ({human_size(job.todo_bytes)}) from {', '.join(plan.holding) or '-'} "
             f"(copy job #{job_id})", "info")
-    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a sync flow
-        0.0, key=f"move-progress-{_key(sel.target)}",
-        description=f"Copy job #{job_id}: footage moving to {sel.target}")
-    results: list[BatchResult] = []
-    error: str | None = None
-    try:
-        for key in job.batches:
-            try:
-                results.append(copy_batch(job_id, key, options, progress))
-            except Exception as exc:  # noqa: BLE001 - recorded in the job, reported, re-raised below
-                error = f"{key.label}: {exc}"
-                logger.error("copy job #%s stopped: %s", job_id, error)
-                break
-        summary: JobSummary = finish_copy_job(job_id, error)
-    except BaseException as exc:
-        fail_copy_job(job_id, f"{type(exc).__name__}: {exc}")
-        raise
-    blocked = set(job.unmapped_cameras) | {
-        cam for paths in still_open.values() for cam in sel.cameras if any(p.split("/")[1] == cam for p in paths)}
+    summary, results = run_copy_job(job, options, progress_key=f"move-progress-{_key(sel.target)}",
+                                    progress_description=f"Copy job #{job_id}: footage moving to {sel.target}")
+    blocked = blocked_cameras(sel.cameras, job.unmapped_cameras, still_open)
     complete = [c for c, cs in summary.cameras.items() if cs.complete and c not in blocked]
     complete += [c for c in sel.cameras if c not in summary.cameras and c not in blocked]
     ended = end_failovers(sorted(complete)) if complete else []
-    seconds = time.monotonic() - started
-    rows = summary.rows()
-    create_table_artifact(rows or [{"camera": c, "files": 0} for c in sel.cameras], key=f"move-{_key(sel.target)}",
-                          description=f"Move to {sel.target}, copy job #{job_id}: {summary.state.value}")
-    copied = sum(c.copied for c in summary.cameras.values())
-    skipped = sum(c.skipped for c in summary.cameras.values())
-    conflicts = sum(c.conflicts for c in summary.cameras.values())
-    removed = sum(c.removed for c in summary.cameras.values())
-    moved_bytes = sum(r.bytes_copied for r in results)
-    notes = [*job.unmapped]
-    if sel.unreachable:
-        notes.append(f"not read (server down): {', '.join(sel.unreachable)}; re-run `{resume}` when they are back")
-    if still_open:
-        notes.append("segments still open (re-run to move them): "
-                     + "; ".join(f"{k}: {len(v)}" for k, v in still_open.items()))
-    if conflicts:
-        notes.append(f"{conflicts} name collision(s) with different content: both files kept "
-                     "(the copy is named <stamp>~<source server>.<ext>)")
-    ok = summary.state == CopyJobState.done
-    body = (f"copy job #{job_id}: {copied} copied, {skipped} skipped (already identical on {sel.target}), "
-            f"{conflicts} conflicts, {removed} sources removed after verification ({params.verify}); "
-            f"{human_size(moved_bytes)} transferred in {duration_text(seconds)}")
-    markdown = "\n".join([f"# Move to {sel.target}: {'done' if ok else 'FAILED'}", "",
-                          f"Cameras {', '.join(sel.cameras)} record on {sel.target}, their home.", "", body, "",
-                          *[f"- {n}" for n in notes],
-                          *([f"\n**Error:** {summary.error}", "", f"Resume with `{resume}`"] if not ok else [])])
-    create_markdown_artifact(markdown, key=f"move-report-{_key(sel.target)}", description=f"Move to {sel.target}")
+    report = job_report(summary, results, wording, verify=params.verify, seconds=time.monotonic() - started,
+                        unmapped=job.unmapped, unreachable=sel.unreachable, still_open=still_open,
+                        failover_ended=ended)
     result = {"state": summary.state.value, "target": sel.target, "footage": "move", "cameras": sel.cameras,
-              "moved": [a.camera for a in assigned], "job_id": job_id, "copied": copied, "skipped": skipped,
-              "conflicts": conflicts, "removed": removed, "remaining": summary.remaining,
-              "bytes_transferred": moved_bytes, "seconds": round(seconds, 3), "failover_ended": ended,
-              "unmapped": job.unmapped, "still_open": still_open, "error": summary.error, "resume": resume}
-    if ok:
-        logger.info("%s", body)
-        if params.notify:
-            send_notification(f"move to {sel.target} finished", "\n".join([
-                f"cameras {', '.join(sel.cameras)} record on {sel.target}, their home", body, *notes]),
-                "warning" if notes else "success")
-        return result
-    why = summary.error or "some files failed"
-    detail = "\n".join(summary.failures[:5])
-    message = (f"move to {sel.target} failed: {why}.\nSources of unfinished files were not deleted. "
-               f"{summary.remaining} of {summary.files_total} files remain"
-               f"{' (' + detail + ')' if detail else ''}.\nResume with: {resume}")
-    if params.notify:
-        send_notification(f"move to {sel.target} FAILED", "\n".join([message, body, *notes]), "failure")
-    raise MoveError(message)
+              "moved": [a.camera for a in assigned], "job_id": job_id, **report.result}
+    return publish_job_report(report, table_key=f"move-{_key(sel.target)}",
+                              report_key=f"move-report-{_key(sel.target)}",
+                              rows=summary.rows() or [{"camera": c, "files": 0} for c in sel.cameras],
+                              result=result, notify=params.notify, error=MoveError)
 
 
 if __name__ == "__main__":

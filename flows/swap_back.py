@@ -18,31 +18,28 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any, Literal
-from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
 from farmkeeper import swapback
-from farmkeeper.copyjobs import BatchResult, JobOptions, JobSummary, PlanReport, duration_text
+from farmkeeper.copyjobs import JobOptions, PlanReport, RunWording, blocked_cameras, job_report
 from farmkeeper.errors import FarmkeeperError
-from farmkeeper.models import CopyJobState
 from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
     COPY_LIMIT,
     check_cameras_free,
-    copy_batch,
     end_failover_events,
     ensure_copy_limit,
-    fail_copy_job,
-    finish_copy_job,
     move_cameras_home,
     plan_copy_job,
+    publish_job_report,
+    run_copy_job,
     scan_copy_sources,
     select_swap_back,
     wait_segments_closed,
@@ -103,17 +100,18 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
                          connections=params.connections or load_settings().storage.connections)
     check_cameras_free(swapback.KIND, sel.cameras, sel.home)
     _gate(params, sel, resume)
+    wording = RunWording(f"swap-back to {sel.home}", "at home", resume, rerun="re-run",
+                         still_open="copy them with a later run")
     ensure_copy_limit()
     try:
         with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
-            return _run(params, sel, options, resume, started)
+            return _run(params, sel, options, wording, started)
     except SwapBackError:
         raise
     except Exception as exc:
-        message = (f"swap-back to {sel.home} failed: {type(exc).__name__}: {exc}.\nNo source file was deleted "
-                   f"unless verified at home (see the copy job in `farmkeeper status`).\nResume with: {resume}")
+        message = wording.crashed(exc)
         if params.notify:
-            send_notification(f"swap-back to {sel.home} FAILED", message, "failure")
+            send_notification(f"{wording.what} FAILED", message, "failure")
         raise SwapBackError(message) from exc
 
 
@@ -150,9 +148,8 @@ def _dry_run(params: SwapBackParams, sel: swapback.Selection) -> dict[str, Any]:
             "per_camera": scan.per_camera, "unmapped": scan.unmapped, "moves": rows}
 
 
-def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, resume: str,
+def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, wording: RunWording,
          started: float) -> dict[str, Any]:
-    logger = get_run_logger()
     moved = move_cameras_home(sel.cameras)
     still_open = wait_segments_closed(sel.cameras, sel.sources, params.wait_closed_s)
     run_id = str(flow_run.get_id() or "") or None
@@ -164,76 +161,22 @@ def _run(params: SwapBackParams, sel: swapback.Selection, options: JobOptions, r
             f"swap-back to {sel.home} started: {len(sel.cameras)} camera{'s' if len(sel.cameras) != 1 else ''}",
             f"cameras {', '.join(sel.cameras)} record at {sel.home} again; copying {plan.todo_files} files "
             f"({human_size(plan.todo_bytes)}) from {', '.join(sel.sources) or '-'} (copy job #{job_id})", "info")
-    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a sync flow
-        0.0, key=f"swap-back-progress-{_key(sel.home)}",
-        description=f"Copy job #{job_id}: footage coming home to {sel.home}")
-    results: list[BatchResult] = []
-    error: str | None = None
-    try:
-        for key in plan.batches:
-            try:
-                results.append(copy_batch(job_id, key, options, progress))
-            except Exception as exc:  # noqa: BLE001 - recorded in the job, reported, re-raised below
-                error = f"{key.label}: {exc}"
-                logger.error("copy job #%s stopped: %s", job_id, error)
-                break
-        summary: JobSummary = finish_copy_job(job_id, error)
-    except BaseException as exc:
-        fail_copy_job(job_id, f"{type(exc).__name__}: {exc}")
-        raise
-    blocked = set(plan.unmapped_cameras) | {
-        cam for paths in still_open.values() for cam in sel.cameras
-        if any(p.split("/")[1] == cam for p in paths)}
+    summary, results = run_copy_job(plan, options, progress_key=f"swap-back-progress-{_key(sel.home)}",
+                                    progress_description=f"Copy job #{job_id}: footage coming home to {sel.home}")
+    blocked = blocked_cameras(sel.cameras, plan.unmapped_cameras, still_open)
     home_now = [c for c, cs in summary.cameras.items() if cs.complete and c not in blocked]
     ended = end_failover_events(home_now) if home_now else []
-    seconds = time.monotonic() - started
+    report = job_report(summary, results, wording, verify=params.verify, seconds=time.monotonic() - started,
+                        unmapped=plan.unmapped, unreachable=sel.unreachable, still_open=still_open,
+                        failover_ended=ended)
     rows = summary.rows()
     for row in rows:
         row["failover ended"] = "yes" if row["camera"] in ended else "no"
-    create_table_artifact(rows, key=f"swap-back-{_key(sel.home)}",
-                          description=f"Swap-back to {sel.home}, copy job #{job_id}: {summary.state.value}")
-    copied = sum(c.copied for c in summary.cameras.values())
-    skipped = sum(c.skipped for c in summary.cameras.values())
-    conflicts = sum(c.conflicts for c in summary.cameras.values())
-    removed = sum(c.removed for c in summary.cameras.values())
-    moved_bytes = sum(r.bytes_copied for r in results)
-    notes = [*plan.unmapped]
-    if sel.unreachable:
-        notes.append(f"not read (server down): {', '.join(sel.unreachable)}; re-run when they are back")
-    if still_open:
-        notes.append("segments still open (copy them with a later run): "
-                     + "; ".join(f"{k}: {len(v)}" for k, v in still_open.items()))
-    if conflicts:
-        notes.append(f"{conflicts} name collision(s) with different content: both files kept "
-                     "(the copy is named <stamp>~<source server>.<ext>)")
-    ok = summary.state == CopyJobState.done
-    body = (f"copy job #{job_id}: {copied} copied, {skipped} skipped (already identical at home), {conflicts} "
-            f"conflicts, {removed} sources removed after verification ({params.verify}); "
-            f"{human_size(moved_bytes)} transferred in {duration_text(seconds)}")
-    markdown = "\n".join([f"# Swap-back to {sel.home}: {'done' if ok else 'FAILED'}", "", body, "",
-                          *[f"- {n}" for n in notes],
-                          *([f"\n**Error:** {summary.error}", "", f"Resume with `{resume}`"] if not ok else [])])
-    create_markdown_artifact(markdown, key=f"swap-back-report-{_key(sel.home)}",
-                             description=f"Swap-back to {sel.home}")
     result = {"home": sel.home, "cameras": sel.cameras, "job_id": job_id, "state": summary.state.value,
-              "moved_home": [m.camera for m in moved], "copied": copied, "skipped": skipped,
-              "conflicts": conflicts, "removed": removed, "remaining": summary.remaining,
-              "bytes_transferred": moved_bytes, "seconds": round(seconds, 3), "failover_ended": ended,
-              "unmapped": plan.unmapped, "still_open": still_open, "error": summary.error, "resume": resume}
-    if ok:
-        logger.info("%s", body)
-        if params.notify:
-            send_notification(f"swap-back to {sel.home} finished", "\n".join([body, *notes]),
-                              "warning" if notes else "success")
-        return result
-    why = summary.error or "some files failed"
-    detail = "\n".join(summary.failures[:5])
-    message = (f"swap-back to {sel.home} failed: {why}.\nSources of unfinished files were not deleted. "
-               f"{summary.remaining} of {summary.files_total} files remain"
-               f"{' (' + detail + ')' if detail else ''}.\nResume with: {resume}")
-    if params.notify:
-        send_notification(f"swap-back to {sel.home} FAILED", "\n".join([message, body, *notes]), "failure")
-    raise SwapBackError(message)
+              "moved_home": [m.camera for m in moved], **report.result}
+    return publish_job_report(report, table_key=f"swap-back-{_key(sel.home)}",
+                              report_key=f"swap-back-report-{_key(sel.home)}", rows=rows, result=result,
+                              notify=params.notify, error=SwapBackError)
 
 
 if __name__ == "__main__":

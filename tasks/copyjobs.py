@@ -19,7 +19,7 @@ from farmkeeper.errors import FarmkeeperError, InventoryError, StorageUnavailabl
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
 from farmkeeper.volumes import ServerVolume
-from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+from tasks.common import Tag, farm_volumes, inventory_session, send_notification, storage_prefer
 
 COPY_LIMIT = "farmkeeper-copy-jobs"
 DEFAULT_COPY_LIMIT = 2
@@ -191,6 +191,55 @@ def end_failover_events(cameras: list[str]) -> list[str]:
     with inventory_session() as session:
         ended = swapback.end_failovers(session, cameras)
     return sorted({e.camera_id for e in ended})
+
+
+def run_copy_job(job: copyjobs.PlanReport, options: copyjobs.JobOptions, *, progress_key: str,
+                 progress_description: str) -> tuple[copyjobs.JobSummary, list[copyjobs.BatchResult]]:
+    """Copy the planned job's batches in order (one progress artifact), stop at the first that fails, close the job.
+
+    A batch error is recorded in the job (``failed``, resumable); anything that escapes (a cancelled or
+    crashed run) marks the job failed before it propagates.
+    """
+    from prefect.artifacts import create_progress_artifact
+
+    assert job.job_id is not None
+    logger = get_run_logger()
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a sync flow
+        0.0, key=progress_key, description=progress_description)
+    results: list[copyjobs.BatchResult] = []
+    error: str | None = None
+    try:
+        for key in job.batches:
+            try:
+                results.append(copy_batch(job.job_id, key, options, progress))
+            except Exception as exc:  # noqa: BLE001 - recorded in the job, reported by the flow
+                error = f"{key.label}: {exc}"
+                logger.error("copy job #%s stopped: %s", job.job_id, error)
+                break
+        summary = finish_copy_job(job.job_id, error)
+    except BaseException as exc:
+        fail_copy_job(job.job_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return summary, results
+
+
+def publish_job_report(report: copyjobs.JobReport, *, table_key: str, report_key: str, rows: list[dict[str, Any]],
+                       result: dict[str, Any], notify: bool, error: type[Exception]) -> dict[str, Any]:
+    """Table and report artifacts, then the finished/FAILED notification; returns ``result`` or raises ``error``."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    what, title, summary = report.wording.what, report.wording.title, report.summary
+    create_table_artifact(rows, key=table_key,
+                          description=f"{title}, copy job #{summary.job_id}: {summary.state.value}")
+    create_markdown_artifact(report.markdown, key=report_key, description=title)
+    if report.ok:
+        get_run_logger().info("%s", report.body)
+        if notify:
+            send_notification(f"{what} finished", report.message, "warning" if report.notes else "success")
+        return result
+    if notify:
+        send_notification(f"{what} FAILED", report.message, "failure")
+    raise error(report.failure)
 
 
 def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +27,8 @@ app.add_typer(hold_app, name="hold")
 
 console = Console()
 err_console = Console(stderr=True)
+
+P = TypeVar("P")
 
 
 @app.callback()
@@ -56,6 +59,40 @@ def user_errors() -> Iterator[None]:
         yield
     except FarmkeeperError as exc:
         fail(str(exc))
+
+
+def check_copy_options(verify: str, max_mbps: float | None) -> None:
+    """The options every copy flow (swap-back, move) shares, checked before Prefect is imported."""
+    if verify not in ("size", "hash"):
+        fail(f"--verify must be size or hash, not {verify!r}")
+    if max_mbps is not None and max_mbps <= 0:
+        fail("--max-mbps must be positive")
+
+
+def run_flow_now(name: str, params: Callable[[], P], flow: Callable[[P], dict[str, Any]], *, as_json: bool,
+                 show: Callable[[dict[str, Any]], None]) -> None:
+    """Run a flow in this process and print its result (``--json``: as JSON, exit 1 when it ``refused``).
+
+    Invalid parameters, a refusal or a failed run exit 1 saying why.
+    """
+    from pydantic import ValidationError
+
+    try:
+        built = params()
+    except ValidationError as exc:
+        fail(str(exc))
+    try:
+        result = flow(built)
+    except FarmkeeperError as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the flow run failed: say why, exit non-zero
+        fail(f"{name} failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        if result.get("refused"):
+            raise typer.Exit(1)
+        return
+    show(result)
 
 
 def main() -> None:  # pragma: no cover - console script

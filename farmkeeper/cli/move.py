@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from farmkeeper import inventory
-from farmkeeper.cli.app import app, console, err_console, fail, run_app
+from farmkeeper.cli.app import app, check_copy_options, console, err_console, fail, run_app, run_flow_now
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.farmfile import FarmFile
 from farmkeeper.models import Server
@@ -60,32 +59,13 @@ def _move(cameras: list[str], to: str, footage: str, dry_run: bool, max_mbps: fl
           connections: int | None, wait_closed: float, as_json: bool) -> None:
     if footage not in ("move", "keep"):
         fail(f"--footage must be move or keep, not {footage!r}")
-    if verify not in ("size", "hash"):
-        fail(f"--verify must be size or hash, not {verify!r}")
-    if max_mbps is not None and max_mbps <= 0:
-        fail("--max-mbps must be positive")
-    from pydantic import ValidationError
-
+    check_copy_options(verify, max_mbps)
     from flows.move_cameras import MoveCamerasParams, move_cameras
 
-    try:
-        params = MoveCamerasParams(cameras=cameras, target=to, footage=footage,
-                                   dry_run=dry_run, max_mbps=max_mbps, verify=verify,
-                                   connections=connections, wait_closed_s=wait_closed)
-    except ValidationError as exc:
-        fail(str(exc))
-    try:
-        result = move_cameras(params)
-    except FarmkeeperError as exc:
-        fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - the flow run failed: say why, exit non-zero
-        fail(f"move failed: {type(exc).__name__}: {exc}")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
-        if result.get("refused"):
-            raise typer.Exit(1)
-        return
-    _print(result)
+    run_flow_now("move", lambda: MoveCamerasParams(cameras=cameras, target=to, footage=footage, dry_run=dry_run,
+                                                   max_mbps=max_mbps, verify=verify, connections=connections,
+                                                   wait_closed_s=wait_closed),
+                 move_cameras, as_json=as_json, show=_print)
 
 
 def _print(result: dict[str, Any]) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 
-from farmkeeper.cli.app import app, console, fail, run_app
+from farmkeeper.cli.app import app, check_copy_options, console, fail, run_app, run_flow_now
 from farmkeeper.specs import human_size
 
 
@@ -15,31 +14,13 @@ def _swap_back(server: str | None, cameras: list[str], keep_source: bool, max_mb
                dry_run: bool, connections: int | None, wait_closed: float, as_json: bool) -> None:
     if bool(server) == bool(cameras):
         fail("give a SERVER (every camera whose home it is) or --camera ID (repeatable), not both")
-    if verify not in ("size", "hash"):
-        fail(f"--verify must be size or hash, not {verify!r}")
-    if max_mbps is not None and max_mbps <= 0:
-        fail("--max-mbps must be positive")
-    from pydantic import ValidationError
-
-    from farmkeeper.errors import FarmkeeperError
+    check_copy_options(verify, max_mbps)
     from flows.swap_back import SwapBackParams, swap_back
 
-    try:
-        params = SwapBackParams(server=server, cameras=cameras, delete_source=not keep_source, max_mbps=max_mbps,
-                                verify=verify, dry_run=dry_run,
-                                connections=connections, wait_closed_s=wait_closed)
-    except ValidationError as exc:
-        fail(str(exc))
-    try:
-        result = swap_back(params)
-    except FarmkeeperError as exc:
-        fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - the flow run failed: say why, exit non-zero
-        fail(f"swap-back failed: {type(exc).__name__}: {exc}")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
-        return
-    _print(result)
+    run_flow_now("swap-back", lambda: SwapBackParams(server=server, cameras=cameras, delete_source=not keep_source,
+                                                     max_mbps=max_mbps, verify=verify, dry_run=dry_run,
+                                                     connections=connections, wait_closed_s=wait_closed),
+                 swap_back, as_json=as_json, show=_print)
 
 
 def _print(result: dict[str, Any]) -> None:
