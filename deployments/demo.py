@@ -294,7 +294,7 @@ def start_samba(work: Path, hosts: list[tuple[str, str, str]]) -> Any:
         return None
 
 
-def run_demo(workdir: Path | None = None, first_host: int = 2) -> None:
+def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = True) -> None:
     import tempfile
 
     work = (workdir or Path(tempfile.mkdtemp(prefix="farmkeeper-demo-"))).resolve()
@@ -306,16 +306,16 @@ def run_demo(workdir: Path | None = None, first_host: int = 2) -> None:
     console.rule("[bold]farmkeeper demo")
     console.print(f"work folder: {work}")
     printer = NotificationPrinter()
-    samba = start_samba(work, hosts)
-    if samba is not None:
-        os.environ[SMB_PASSWORD_ENV] = samba.servers[0].password
+    shares = start_samba(work, hosts) if samba else None
+    if shares is not None:
+        os.environ[SMB_PASSWORD_ENV] = shares.servers[0].password
         console.print("Samba: each server's volume is shared as \\\\server\\DATAD on "
                       f"{', '.join(h for _, h, _ in hosts)} (the validation gate checks them over SMB)")
     else:
         os.environ["FARMKEEPER_STORAGE__PREFER"] = "local"
         console.print("[yellow]Samba is not installed: volumes are reached through local mounts only "
                       "(`make test` installs Samba; the demo then adds real DATAD shares)[/yellow]")
-    farm = write_farm(work, printer.url, hosts, samba.servers[0].username if samba is not None else None)
+    farm = write_farm(work, printer.url, hosts, shares.servers[0].username if shares is not None else None)
     console.print(f"1. the farm file {farm}: rec1 and rec2 record cameras, spare1 stands by")
 
     from farmkeeper.db import ensure_schema, get_engine, session_scope
@@ -330,8 +330,8 @@ def run_demo(workdir: Path | None = None, first_host: int = 2) -> None:
     env = os.environ.copy() | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with contextlib.ExitStack() as stack:
         stack.callback(printer.stop)
-        if samba is not None:
-            stack.callback(samba.close)
+        if shares is not None:
+            stack.callback(shares.close)
         sim = stack.enter_context(process([*cli, "sim", str(farm), "--segment", "1s", "--state-dir",
                                            str(work / "sim")], env, work / "sim.log"))
         console.print("2. the simulator records: one process per server, each writing its cameras' segments")

@@ -43,8 +43,10 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
 @app.command()
 def demo(workdir: Path | None = typer.Option(None, "--workdir", help="Keep the demo's files here (default: temp)."),
          first_host: int = typer.Option(2, "--first-host", min=2, max=250,
-                                        help="Servers get 127.0.0.N, N+1, N+2 (loopback).")) -> None:
+                                        help="Servers get 127.0.0.N, N+1, N+2 (loopback)."),
+         samba: bool = typer.Option(True, "--samba/--no-samba",
+                                    help="Share the volumes with real Samba when it is installed.")) -> None:
     """A simulated 3-server farm, served control plane, narrated failover, swap-back and retention."""
     from deployments.demo import run_demo
 
-    run_demo(workdir, first_host)
+    run_demo(workdir, first_host, samba)
