@@ -313,8 +313,9 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
                       f"{', '.join(h for _, h, _ in hosts)} (the validation gate checks them over SMB)")
     else:
         os.environ["FARMKEEPER_STORAGE__PREFER"] = "local"
-        console.print("[yellow]Samba is not installed: volumes are reached through local mounts only "
-                      "(`make test` installs Samba; the demo then adds real DATAD shares)[/yellow]")
+        console.print("[yellow]No Samba shares (not installed, not root, or --no-samba): volumes are reached "
+                      "through local mounts only; `make test` installs Samba, then the demo adds real DATAD "
+                      "shares[/yellow]")
     farm = write_farm(work, printer.url, hosts, shares.servers[0].username if shares is not None else None)
     console.print(f"1. the farm file {farm}: rec1 and rec2 record cameras, spare1 stands by")
 
