@@ -30,7 +30,8 @@ from deployments.embedded import local_server
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.models import Camera, FailoverEvent
-from farmkeeper.sim.samba import PASSWORD, USERNAME, SambaError, SambaFarm
+from farmkeeper.sim.samba import PASSWORD, USERNAME, SambaFarm
+from tests.fixtures.samba import running
 from tests.helpers import tree_hashes, wait_for, write_footage
 from tests.swapback.conftest import fail_over
 
@@ -57,13 +58,8 @@ def tail(path: Path, n: int = 40) -> str:
 @pytest.fixture
 def ui_samba(tmp_path: Path) -> Iterator[SambaFarm]:
     farm = SambaFarm(3, root=tmp_path / "samba", first_host=90, shares=("DATAD",))
-    try:
-        farm.start()
-    except SambaError as exc:
-        farm.close()
-        pytest.fail(f"Samba could not start: {exc}", pytrace=False)
-    yield farm
-    farm.close()
+    with running(farm):
+        yield farm
 
 
 @pytest.fixture

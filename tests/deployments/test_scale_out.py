@@ -25,8 +25,9 @@ from farmkeeper.db import dispose_engines, ensure_schema, get_engine, migrate, s
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.layout import video_path
 from farmkeeper.models import CameraState, FailoverEvent, Role, ServerEvent, ServerState
-from farmkeeper.sim.samba import SambaError, SambaFarm
+from farmkeeper.sim.samba import SambaFarm
 from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.samba import running
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -37,13 +38,8 @@ PASSWORD_ENV = "FK_SCALE_SMB_PASSWORD"
 @pytest.fixture
 def samba(tmp_path: Path) -> Iterator[SambaFarm]:
     farm = SambaFarm(3, root=tmp_path / "samba", first_host=100, shares=("DATAD",))
-    try:
-        farm.start()
-    except SambaError as exc:
-        farm.close()
-        pytest.fail(f"Samba could not start: {exc}", pytrace=False)
-    yield farm
-    farm.close()
+    with running(farm):
+        yield farm
 
 
 @pytest.fixture

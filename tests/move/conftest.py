@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from tests import helpers
-from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer
+from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer, reset_shares
 from tests.helpers import tree_hashes  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_MV_SMB_PASSWORD"
@@ -96,24 +95,12 @@ class MVFarm:
         self.write()
 
 
-def _clean(samba: SambaFarm) -> None:
-    for server in samba.servers:
-        if not server.running:
-            server.start()
-        for share in server.shares.values():
-            for child in share.path.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-
-
 @pytest.fixture
 def make_farm(mv_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
               ) -> Iterator[Callable[..., MVFarm]]:
     """Build and apply a farm of ``servers`` (rec4 is usually added by the test with ``farmkeeper apply``)."""
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    _clean(mv_samba)
+    reset_shares(mv_samba)
 
     def _make(cameras: list[dict[str, Any]], *, drives: str = "DE", notify: list[str] | None = None,
               local: bool = False, servers: tuple[str, ...] = ("rec1", "spare1", "rec2"),
@@ -129,7 +116,7 @@ def make_farm(mv_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypat
         return farm
 
     yield _make
-    _clean(mv_samba)
+    reset_shares(mv_samba)
 
 
 def camera(cam_id: str, home: str = "rec1", **kw: Any) -> dict[str, Any]:

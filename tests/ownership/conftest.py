@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer, Share
+from tests.fixtures.samba import PASSWORD, USERNAME, SambaFarm, SambaServer, Share, running
 
 NAMES = ("rec1", "rec2", "spare1")
 PASSWORD_ENV = "FK_OWN_SMB_PASSWORD"
@@ -27,15 +27,8 @@ DAY = datetime(2026, 1, 5, tzinfo=UTC)
 @pytest.fixture(scope="session")
 def own_samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaFarm]:
     farm = SambaFarm(3, root=tmp_path_factory.mktemp("own-samba"), first_host=50)
-    try:
-        farm.start()
-    except SambaError as exc:
-        farm.close()
-        pytest.fail(f"Samba could not start: {exc}", pytrace=False)
-    try:
+    with running(farm):
         yield farm
-    finally:
-        farm.close()
 
 
 def write_footage(root: Path, camera: str, n: int, *, stream: int = 0, day: datetime = DAY,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +22,7 @@ from typer.testing import CliRunner
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.models import Camera, FailoverEvent
-from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer
+from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer, reset_shares
 from tests.helpers import START, tree_hashes, write_footage  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_SB_SMB_PASSWORD"
@@ -68,24 +67,12 @@ class SBFarm:
             apply_farm_file(session, spec)
 
 
-def _clean(samba: SambaFarm) -> None:
-    for server in samba.servers:
-        if not server.running:
-            server.start()
-        for share in server.shares.values():
-            for child in share.path.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-
-
 @pytest.fixture
 def make_farm(sb_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
               ) -> Iterator[Callable[..., SBFarm]]:
     """Build and apply a farm; ``drives`` per server, ``local`` gives volumes their local path."""
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    _clean(sb_samba)
+    reset_shares(sb_samba)
 
     def _make(cameras: list[dict[str, Any]], *, drives: str = "DE", notify: list[str] | None = None,
               local: bool = False, servers: tuple[str, ...] = NAMES) -> SBFarm:
@@ -112,7 +99,7 @@ def make_farm(sb_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypat
         return farm
 
     yield _make
-    _clean(sb_samba)
+    reset_shares(sb_samba)
 
 
 def camera(cam_id: str, home: str = "rec1", storage_path: str | None = None) -> dict[str, Any]:
