@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+
+from typer.testing import CliRunner
 
 from farmkeeper.layout import meta_path, video_path
 
@@ -65,3 +69,25 @@ def tree_hashes(root: Path, cam: str) -> dict[str, str]:
             if path.is_file():
                 out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """Run the farmkeeper CLI in process: (exit code, output); unexpected exceptions propagate."""
+    from farmkeeper.cli import app
+
+    result = runner.invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def parse_json(out: str) -> dict[str, Any]:
+    """The JSON document the CLI printed (log lines around it are ignored)."""
+    start = re.search(r'^\{\n  "', out, re.MULTILINE)
+    assert start is not None, out
+    value, _end = json.JSONDecoder().raw_decode(out[start.start():])
+    assert isinstance(value, dict)
+    return value

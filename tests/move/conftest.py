@@ -8,8 +8,6 @@ exists everywhere but on rec4 (a missing share for the validation tests). Volume
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,13 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from tests import helpers
 from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer, reset_shares
-from tests.helpers import tree_hashes  # noqa: F401  (used by the tests here)
+from tests.helpers import cli, parse_json, tree_hashes  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_MV_SMB_PASSWORD"
 NAMES = ("rec1", "spare1", "rec2", "rec4")
@@ -128,25 +125,6 @@ def write_footage(root: Path, cam: str, count: int, **kw: Any) -> dict[str, str]
     return helpers.write_footage(root, cam, count, **{"start": START, **kw})
 
 
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    from farmkeeper.cli import app
-
-    result = runner.invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def parse_json(out: str) -> dict[str, Any]:
-    """The JSON document the CLI printed (log lines around it are ignored)."""
-    start = re.search(r'^\{\n  "', out, re.MULTILINE)
-    assert start is not None, out
-    value, _end = json.JSONDecoder().raw_decode(out[start.start():])
-    assert isinstance(value, dict)
-    return value
 
 
 def flat(text: str) -> str:

@@ -7,8 +7,6 @@ local ``path`` unless a test asks for it, so every copy goes over SMB.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,13 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.models import Camera, FailoverEvent
 from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, SambaServer, reset_shares
-from tests.helpers import START, tree_hashes, write_footage  # noqa: F401  (used by the tests here)
+from tests.helpers import START, cli, parse_json, tree_hashes, write_footage  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_SB_SMB_PASSWORD"
 NAMES = ("rec1", "spare1", "rec2")
@@ -122,22 +119,3 @@ def fail_over(cam: str, to: str = "spare1", from_server: str = "rec1",
                                   started_at=started_at or START - timedelta(minutes=1)))
 
 
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    from farmkeeper.cli import app
-
-    result = runner.invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def parse_json(out: str) -> dict[str, Any]:
-    """The JSON document the CLI printed (log lines around it are ignored)."""
-    start = re.search(r'^\{\n  "', out, re.MULTILINE)
-    assert start is not None, out
-    value, _end = json.JSONDecoder().raw_decode(out[start.start():])
-    assert isinstance(value, dict)
-    return value
