@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -91,6 +91,7 @@ class ServerView:
     max_cameras: int | None = None
     maintenance: bool = False
     san_failover_mode: bool = False
+    failover_to: tuple[str, ...] = ()      # preferred targets in order, then any redundant server
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class CameraView:
     current: str | None
     movable: bool
     drives: frozenset[str]
+    priority: int = 3                      # 1..5: higher takes the free places first
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,9 @@ def eligible(target: ServerView, source: ServerView, camera: CameraView) -> bool
     return not (source.san_failover_mode and target.drives != source.drives)
 
 
-def plan_failover(server: str, servers: Sequence[ServerView], cameras: Sequence[CameraView]) -> FailoverPlan:
-    """Where the movable cameras of ``server`` go; pure and deterministic."""
+def plan_failover(server: str, servers: Sequence[ServerView], cameras: Sequence[CameraView], *,
+                  only: Collection[str] | None = None) -> FailoverPlan:
+    """Where the movable cameras of ``server`` (or just those in ``only``) go; pure and deterministic."""
     by_name = {s.name: s for s in servers}
     source = by_name.get(server)
     if source is None:
@@ -146,7 +149,7 @@ def plan_failover(server: str, servers: Sequence[ServerView], cameras: Sequence[
         if cam.current in load:
             load[cam.current] += 1
     plan = FailoverPlan(server)
-    for cam in sorted((c for c in cameras if c.current == server), key=lambda c: c.id):
+    for cam in by_priority(c for c in cameras if c.current == server and (only is None or c.id in only)):
         if not cam.movable:
             plan.offline.append(cam.id)
             continue
@@ -156,11 +159,25 @@ def plan_failover(server: str, servers: Sequence[ServerView], cameras: Sequence[
             plan.stranded.append(cam.id)
             plan.reasons[cam.id] = _why_stranded(source, cam, servers, load)
             continue
-        best = min(candidates, key=lambda t: (load[t.name], -_free(t, load), t.name))
+        best = choose_target(source, candidates, load)
         load[best.name] += 1
         load[server] -= 1
         plan.moves.append(Move(cam.id, server, best.name))
     return plan
+
+
+def by_priority(cameras: Iterable[CameraView]) -> list[CameraView]:
+    """The order cameras take free places in: priority 5 first, then by id (deterministic)."""
+    return sorted(cameras, key=lambda c: (-c.priority, c.id))
+
+
+def choose_target(source: ServerView, candidates: Sequence[ServerView], load: dict[str, int]) -> ServerView:
+    """The first of ``source.failover_to`` that can take the camera, else the least loaded candidate."""
+    by_name = {t.name: t for t in candidates}
+    for name in source.failover_to:
+        if name in by_name:
+            return by_name[name]
+    return min(candidates, key=lambda t: (load[t.name], -_free(t, load), t.name))
 
 
 def _free(server: ServerView, load: dict[str, int]) -> float:
@@ -192,8 +209,9 @@ def views(session: Session) -> tuple[list[ServerView], list[CameraView]]:
     for vol in inventory.list_volumes(session):
         drives.setdefault(vol.server_name, set()).add(vol.drive.upper())
     servers = [ServerView(s.name, s.state, s.role, frozenset(drives.get(s.name, ())), s.max_cameras,
-                          s.maintenance, s.san_failover_mode) for s in inventory.list_servers(session)]
-    cameras = [CameraView(c.id, c.current, c.movable, camera_drives(c, storage))
+                          s.maintenance, s.san_failover_mode, tuple(s.failover_to or ()))
+               for s in inventory.list_servers(session)]
+    cameras = [CameraView(c.id, c.current, c.movable, camera_drives(c, storage), c.priority)
                for c in inventory.list_cameras(session)]
     return servers, cameras
 
@@ -262,7 +280,28 @@ def apply_failover(session: Session, server: str, *, force: bool = False, now: d
         return result
     result.new_master = ensure_master(session, list(servers.values()))
     server_views, camera_views = views(session)
-    plan = plan_failover(server, server_views, camera_views)
+    return _write_plan(session, plan_failover(server, server_views, camera_views), result, now, reason)
+
+
+def apply_camera_failover(session: Session, server: str, cameras: Collection[str], *, reason: str,
+                          now: datetime | None = None, mark_left: bool = True) -> FailoverResult:
+    """Fail over only ``cameras`` of a live ``server`` (a stalled camera, a failed volume), like a failover.
+
+    The same planner (priorities, ``failover_to``, SAN rule, capacity) and the same ``FailoverEvent``
+    records, so a swap-back brings their footage home. Non-movable ones end ``offline`` and those without
+    a place ``stranded`` unless ``mark_left`` is false (a stalled camera stays ``stalled``).
+    """
+    now = now or utcnow()
+    lock_servers(session)
+    server_views, camera_views = views(session)
+    plan = plan_failover(server, server_views, camera_views, only=set(cameras))
+    return _write_plan(session, plan, FailoverResult(server), now, reason, mark_left=mark_left)
+
+
+def _write_plan(session: Session, plan: FailoverPlan, result: FailoverResult, now: datetime,
+                reason: str, *, mark_left: bool = True) -> FailoverResult:
+    """Move each planned camera (compare-and-set on ``current``), record its event, mark the rest."""
+    server = plan.server
     cam_table = Camera.__table__  # type: ignore[attr-defined]
     for move in plan.moves:
         updated = session.execute(
@@ -275,8 +314,8 @@ def apply_failover(session: Session, server: str, *, force: bool = False, now: d
         session.add(FailoverEvent(camera_id=move.camera, from_server=server, to_server=move.to_server,
                                   started_at=now, reason=reason))
         result.moved.append(move)
-    for cam_id, state in [(c, CameraState.stranded) for c in plan.stranded] + \
-                         [(c, CameraState.offline) for c in plan.offline]:
+    left = [(c, CameraState.stranded) for c in plan.stranded] + [(c, CameraState.offline) for c in plan.offline]
+    for cam_id, state in left if mark_left else []:
         session.execute(sa.update(cam_table).where(cam_table.c.id == cam_id, cam_table.c.current == server,
                                                    cam_table.c.state != state)
                         .values(state=state, version=cam_table.c.version + 1))

@@ -116,6 +116,8 @@ class FarmSpec(_Spec):
     auto_swap_back_after: Duration | None = None
     purge_guard_percent: float = Field(50, gt=0, le=100)
     clock_skew_max: Duration = 60.0
+    stall_after: Duration = Field(120.0, ge=5, description="a recording camera without a new segment is stalled")
+    failover_stalled: bool = False
 
     @field_validator("notify")
     @classmethod
@@ -178,6 +180,7 @@ class ServerSpec(_Spec):
     max_cameras: int | None = Field(None, ge=0)
     maintenance: bool = False
     volumes: list[VolumeSpec] = Field(default_factory=list)
+    failover_to: list[str] = Field(default_factory=list)
 
     @field_validator("health")
     @classmethod
@@ -195,6 +198,9 @@ class CameraSpec(_Spec):
     streams: int = Field(1, ge=1, le=16)
     storage_path: str | None = None
     max_storage_days: str | None = None
+    priority: int = Field(3, ge=1, le=5)
+    stall_after: Duration | None = Field(None, ge=5)
+    failover_stalled: bool | None = None
 
     @field_validator("id")
     @classmethod
@@ -298,6 +304,7 @@ def _cross_check(spec: FarmFile, problems: _Problems) -> None:
         if server.smb.password_env and server.smb.password_secret:
             problems.add(("servers", i, "smb"), "give password_env or password_secret, not both")
         drives_by_server.setdefault(server.name, set(drives))
+    _check_failover_to(spec, names, problems)
     masters = [i for i, s in enumerate(spec.servers) if s.master]
     for i in masters[1:]:
         problems.add(("servers", i, "master"),
@@ -348,6 +355,17 @@ def _cross_check(spec: FarmFile, problems: _Problems) -> None:
                          f"{server.max_cameras}")
 
 
+def _check_failover_to(spec: FarmFile, names: set[str], problems: _Problems) -> None:
+    for i, server in enumerate(spec.servers):
+        for j, target in enumerate(server.failover_to):
+            if target not in names:
+                problems.add(("servers", i, "failover_to", j), f"unknown server {target!r}")
+            elif target == server.name:
+                problems.add(("servers", i, "failover_to", j), f"{server.name} cannot fail over to itself")
+        if len(set(server.failover_to)) != len(server.failover_to):
+            problems.add(("servers", i, "failover_to"), "a server is named twice")
+
+
 # --- apply and export ---------------------------------------------------------------------------
 
 @dataclass
@@ -387,6 +405,7 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
         "health_interval_s": spec.farm.health_interval, "notify": list(spec.farm.notify),
         "ownership_margin": spec.farm.ownership_margin, "auto_swap_back_after_s": spec.farm.auto_swap_back_after,
         "purge_guard_fraction": spec.farm.purge_guard_percent / 100, "clock_skew_max_s": spec.farm.clock_skew_max,
+        "stall_after_s": spec.farm.stall_after, "failover_stalled": spec.farm.failover_stalled,
     }, "farm", result)
     storage = session.get(StorageSettings, 1)
     if storage is None:
@@ -411,6 +430,7 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
             "smb_username": server_spec.smb.username, "smb_password_env": server_spec.smb.password_env,
             "smb_password_secret": server_spec.smb.password_secret, "smb_signing": server_spec.smb.signing,
             "max_cameras": server_spec.max_cameras, "maintenance": server_spec.maintenance,
+            "failover_to": list(server_spec.failover_to),
         }
         is_master = server_spec.name == declared_master
         server = existing.get(server_spec.name)
@@ -437,7 +457,9 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
     for camera_spec in spec.cameras:
         values: dict[str, Any] = {"name": camera_spec.name, "movable": camera_spec.movable,
                                   "streams": camera_spec.streams, "storage_path": camera_spec.storage_path,
-                                  "max_storage_days": camera_spec.max_storage_days}
+                                  "max_storage_days": camera_spec.max_storage_days,
+                                  "priority": camera_spec.priority, "stall_after_s": camera_spec.stall_after,
+                                  "failover_stalled": camera_spec.failover_stalled}
         camera = cams.get(camera_spec.id)
         if camera is None:
             session.add(Camera(id=camera_spec.id, declared_home=camera_spec.home, home=camera_spec.home,
@@ -487,6 +509,7 @@ def export_farm(session: Session) -> dict[str, Any]:
             "health_interval": format_duration(farm.health_interval_s), "notify": list(farm.notify),
             "ownership_margin": farm.ownership_margin, "purge_guard_percent": round(farm.purge_guard_fraction * 100, 6),
             "clock_skew_max": format_duration(farm.clock_skew_max_s),
+            "stall_after": format_duration(farm.stall_after_s), "failover_stalled": farm.failover_stalled,
         },
         "storage": {
             "min_free": format_size(st.min_free_bytes), "min_free_percent": st.min_free_percent,
@@ -513,6 +536,8 @@ def export_farm(session: Session) -> dict[str, Any]:
         }
         if server.max_cameras is not None:
             entry["max_cameras"] = server.max_cameras
+        if server.failover_to:
+            entry["failover_to"] = list(server.failover_to)
         for vol in session.exec(select(Volume).where(Volume.server_name == server.name).order_by(Volume.drive)):
             v: dict[str, Any] = {"drive": vol.drive}
             if vol.path is not None:
@@ -528,6 +553,12 @@ def export_farm(session: Session) -> dict[str, Any]:
             c["storage_path"] = cam.storage_path
         if cam.max_storage_days:
             c["max_storage_days"] = cam.max_storage_days
+        if cam.priority != 3:
+            c["priority"] = cam.priority
+        if cam.stall_after_s is not None:
+            c["stall_after"] = format_duration(cam.stall_after_s)
+        if cam.failover_stalled is not None:
+            c["failover_stalled"] = cam.failover_stalled
         out["cameras"].append(c)
     return out
 

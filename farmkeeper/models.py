@@ -56,6 +56,7 @@ class CameraState(StrEnum):
     recording = "recording"
     offline = "offline"    # its server is down and it cannot move (not movable)
     stranded = "stranded"  # movable, but no live redundant capacity yet
+    stalled = "stalled"    # should record, but no new closed segment for stall_after (farmkeeper.watchdog)
 
 
 class Availability(StrEnum):
@@ -76,6 +77,8 @@ class FarmSettings(SQLModel, table=True):
     auto_swap_back_after_s: float | None = None
     purge_guard_fraction: float = 0.5      # retention refuses to delete more than this share of a volume
     clock_skew_max_s: float = 60.0
+    stall_after_s: float = 120.0           # a recording camera without a new closed segment this long is stalled
+    failover_stalled: bool = False         # fail a stalled movable camera over alone (camera may override)
 
 
 class StorageSettings(SQLModel, table=True):
@@ -119,6 +122,7 @@ class Server(ServerBase, table=True):
     state_changed_at: datetime | None = _ts()
     probed_at: datetime | None = _ts()     # last health sweep that probed it (gaps restart failing_since)
     probe_error: str | None = None         # why the last probe failed (no credentials)
+    failover_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # preferred targets
     version: int = 1
 
 
@@ -164,6 +168,9 @@ class Camera(CameraBase, table=True):
     pinned_home: str | None = Field(default=None, foreign_key="server.name")
     pin_reason: str | None = None          # 'move': pinned by move-cameras until the file counts agree
     state: CameraState = CameraState.recording
+    priority: int = 3                      # 1..5: higher takes the last free places on failover first
+    stall_after_s: float | None = None     # None: the farm's stall_after
+    failover_stalled: bool | None = None   # None: the farm's failover_stalled
     version: int = 1
 
 
@@ -341,6 +348,32 @@ class RetentionCamera(SQLModel, table=True):
     shortfall: bool = False                # holds fewer days than its rule because of disk pressure
     shortfall_since: datetime | None = _ts()
     updated_at: datetime = _ts(nullable=False)
+
+
+class CameraWatch(SQLModel, table=True):
+    """The recording watchdog's view of one camera (``farmkeeper.watchdog``): its newest closed segment."""
+
+    __tablename__ = "camera_watch"
+    camera_id: str = Field(primary_key=True, max_length=64)
+    server: str = ""                       # where it is expected to record (``current`` when last checked)
+    since: datetime = _ts(nullable=False)  # expected on ``server`` since (a move or a start restarts the clock)
+    last_segment_at: datetime | None = _ts()   # start of the newest closed segment seen on ``server``
+    segment_s: float | None = None         # usual segment length (between the two newest segment starts)
+    checked_at: datetime | None = _ts()
+    stalled_at: datetime | None = _ts()    # set while stalled
+
+
+class VolumeHealth(SQLModel, table=True):
+    """Whether a server can write a volume (``farmkeeper.watchdog``): failing since when, failed or not."""
+
+    __tablename__ = "volume_health"
+    server: str = Field(primary_key=True, max_length=64)
+    drive: str = Field(primary_key=True, max_length=1)
+    failed: bool = False
+    failing_since: datetime | None = _ts()
+    error: str | None = None
+    checked_at: datetime | None = _ts()
+    changed_at: datetime | None = _ts()
 
 
 class ValidationFinding(SQLModel, table=True):
