@@ -28,12 +28,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from farmkeeper.copyjobs.states import ACTIVE
 from farmkeeper.errors import SpecError
 from farmkeeper.models import (
     Camera,
     CopyItem,
     CopyJob,
-    CopyJobState,
     DeletionAudit,
     FarmSettings,
     Hold,
@@ -124,10 +124,9 @@ def hold_ranges(holds: Iterable[Hold]) -> list[HoldRange]:
 
 def in_flight_paths(session: Session, server: str, drive: str) -> set[str]:
     """Paths on this volume that a planned or running copy job reads or writes (never deleted by retention)."""
-    active = [CopyJobState.planned, CopyJobState.running]
     query = (select(CopyItem)
              .join(CopyJob, col(CopyJob.id) == col(CopyItem.job_id))
-             .where(col(CopyJob.state).in_(active))
+             .where(col(CopyJob.state).in_(ACTIVE))
              .where(sa.or_(sa.and_(col(CopyItem.src_server) == server, col(CopyItem.src_drive) == drive),
                            sa.and_(col(CopyItem.dst_server) == server, col(CopyItem.dst_drive) == drive))))
     out: set[str] = set()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, col, select
 
 from farmkeeper import inventory
+from farmkeeper.copyjobs.states import UNFINISHED
 from farmkeeper.errors import InventoryError
 from farmkeeper.failover import is_open_segment, open_failover_events
 from farmkeeper.layout import camera_roots
@@ -52,7 +53,7 @@ def select_cameras(session: Session, *, server: str | None = None, cameras: Sequ
         chosen = []
         unfinished = {c for j in session.exec(select(CopyJob).where(
             CopyJob.kind == KIND, CopyJob.target == server,
-            col(CopyJob.state).in_([CopyJobState.planned, CopyJobState.running, CopyJobState.failed])))
+            col(CopyJob.state).in_(UNFINISHED)))
             for c in j.cameras}
         for cam in inventory.list_cameras(session, home=server):
             if cam.current != server or open_failover_events(session, camera=cam.id) or cam.id in unfinished:
