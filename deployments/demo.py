@@ -367,7 +367,7 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         console.rule("the server comes back")
         stack.enter_context(process([*cli, "sim", str(farm), "--only", "rec1", "--segment", "1s", "--state-dir",
                                      str(work / "sim")], env, work / "sim-rec1.log"))
-        wait_for("rec1 back up (as a redundant server: its cameras are elsewhere)",
+        wait_for("rec1 back up (still primary: it records its non-movable USB camera cam-003)",
                  lambda: servers()["rec1"].state == "up", 60)
         console.print(farm_table())
 

@@ -398,10 +398,11 @@ class RecoveryResult:
 
 
 def apply_recovery(session: Session, server: str) -> RecoveryResult:
-    """A server answered again: its leftover cameras record again; once failed over it becomes redundant.
+    """A server answered again: its leftover cameras record again; once camera-less after a failover it is redundant.
 
-    "Camera-less" counts movable cameras only: non-movable ones (USB, analog) cannot be anywhere else,
-    so a server whose movable cameras were failed over is redundant even while it records those.
+    The seed: "When a down server comes back up, and its cameras have been failed over to another
+    server, it will now be considered a redundant server, since it has no cameras." A server that
+    still records a camera (a non-movable one: USB, analog) has cameras, so it stays primary.
     """
     srv = inventory.get_server(session, server, for_update=True)
     result = RecoveryResult(server, srv.role)
@@ -411,17 +412,36 @@ def apply_recovery(session: Session, server: str) -> RecoveryResult:
             cam.version += 1
             session.add(cam)
             result.cameras_back.append(cam.id)
-    movable_left = any(c.movable for c in inventory.list_cameras(session, current=server))
+    cameras_left = bool(inventory.list_cameras(session, current=server))
     failed_over = bool(open_failover_events(session, from_server=server))
-    if not movable_left and failed_over and srv.role != Role.redundant:
-        srv.role = Role.redundant
-        srv.version += 1
-        session.add(srv)
+    if not cameras_left and failed_over and srv.role != Role.redundant:
+        set_role(session, server, Role.redundant, reason="back without cameras after failover")
         result.role, result.became_redundant = Role.redundant, True
-        inventory.record_server_event(session, server, "role", role=Role.redundant.value,
-                                      reason="back without cameras after failover")
     session.flush()
     return result
+
+
+def set_role(session: Session, server: str, role: Role, *, reason: str) -> bool:
+    """Make ``server`` ``role`` (row locked, version bumped, a ``role`` server event); ``False`` when it already was."""
+    srv = inventory.get_server(session, server, for_update=True)
+    if srv.role == role:
+        return False
+    previous = srv.role
+    srv.role = role
+    srv.version += 1
+    session.add(srv)
+    inventory.record_server_event(session, server, "role", role=role.value, previous=previous.value, reason=reason)
+    session.flush()
+    return True
+
+
+def restore_declared_role(session: Session, server: str) -> bool:
+    """Cameras are back on a server that recovery made redundant: it takes its declared role (primary) again."""
+    srv = inventory.get_server(session, server)
+    if srv.role == Role.redundant and srv.declared_role == Role.primary and inventory.list_cameras(session,
+                                                                                                    current=server):
+        return set_role(session, server, Role.primary, reason="cameras swapped back home")
+    return False
 
 
 def swap_back_due(session: Session, now: datetime | None = None) -> list[str]:

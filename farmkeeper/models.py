@@ -59,6 +59,12 @@ class CameraState(StrEnum):
     stalled = "stalled"    # should record, but no new closed segment for stall_after (farmkeeper.watchdog)
 
 
+class PinReason(StrEnum):
+    """Why a camera's home is pinned (``Camera.pin_reason``); an operator pin has none."""
+
+    move = "move"          # pinned by move-cameras until the file counts agree (``ownership.release_move_pins``)
+
+
 class Availability(StrEnum):
     failover = "failover"
     redundant = "redundant"
@@ -166,7 +172,7 @@ class Camera(CameraBase, table=True):
     home: str = Field(foreign_key="server.name", index=True)
     current: str | None = Field(default=None, foreign_key="server.name", index=True)
     pinned_home: str | None = Field(default=None, foreign_key="server.name")
-    pin_reason: str | None = None          # 'move': pinned by move-cameras until the file counts agree
+    pin_reason: str | None = None          # a ``PinReason`` value (None: pinned by the operator)
     state: CameraState = CameraState.recording
     priority: int = 3                      # 1..5: higher takes the last free places on failover first
     stall_after_s: float | None = None     # None: the farm's stall_after

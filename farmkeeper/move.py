@@ -12,7 +12,7 @@ is the planning and bookkeeping half of the ``move-cameras`` flow; the copying i
   ``min_free_percent``); a move that does not fit is refused before anything changes.
 * ``assign_cameras``: ``current = home = pinned_home = target`` with ``pin_reason='move'``; every
   change is recorded (``OwnershipChange`` reason ``move``, one ``ServerEvent`` ``cameras-moved``).
-* ``release_move_pins``: called by ``recompute-ownership``; a move pin is released once the file
+* the pin is released by ``recompute-ownership`` (``ownership.release_move_pins``) once the file
   counts alone keep the home on the target (the target holds the footage, or enough of it).
 
 With ``footage: keep`` the footage stays where it is: retention sweeps every volume for every camera
@@ -32,15 +32,14 @@ from sqlmodel import Session
 from farmkeeper import inventory
 from farmkeeper.copyjobs import PlannedFile, PlanReport
 from farmkeeper.errors import InventoryError
-from farmkeeper.models import Camera, CameraState, OwnershipChange, ServerState, StorageSettings, utcnow
-from farmkeeper.ownership import decide_home
+from farmkeeper.models import Camera, CameraState, OwnershipChange, PinReason, ServerState, StorageSettings, utcnow
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Space
 
 log = logging.getLogger(__name__)
 
 KIND = "move"
-PIN_REASON = "move"
+PIN_REASON = PinReason.move
 Footage = Literal["move", "keep"]
 
 
@@ -313,34 +312,6 @@ def assign_cameras(session: Session, cameras: Iterable[str], target: str, *, foo
             from_home={a.camera: a.from_home for a in done})
     session.flush()
     return done
-
-
-def release_move_pins(session: Session, cameras: Iterable[Camera], totals: Mapping[str, Mapping[str, int]], *,
-                      counted: Iterable[str], unknown: Iterable[str], margin: float) -> list[str]:
-    """Release the pins of moved cameras whose file counts now agree with the pin; returns those cameras.
-
-    A move pins the home to the target "until the next ownership recomputation agrees": the counts
-    agree when the target has video of the camera and the file-count rule alone, starting from the
-    target as home, keeps it there. Operator pins (``pin_reason`` not ``move``) are never touched.
-    """
-    counted, unknown = list(counted), set(unknown)
-    released: list[str] = []
-    for cam in cameras:
-        pin = cam.pinned_home
-        if not pin or cam.pin_reason != PIN_REASON or pin in unknown or pin not in counted:
-            continue
-        counts = {s: 0 for s in counted} | dict(totals.get(cam.id, {}))
-        if counts.get(pin, 0) <= 0:
-            continue
-        decision = decide_home(cam.id, pin, counts, margin=margin, unknown=unknown)
-        if decision.new_home != pin:
-            continue
-        cam.pinned_home, cam.pin_reason = None, None
-        cam.version += 1
-        session.add(cam)
-        released.append(cam.id)
-        log.info("camera %s: move pin to %s released (%s)", cam.id, pin, decision.reason)
-    return released
 
 
 def resume_command(cameras: Sequence[str], target: str, *, footage: Footage, max_mbps: float | None,

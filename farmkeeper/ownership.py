@@ -21,7 +21,7 @@ from sqlmodel import Session, col, delete, select
 from farmkeeper import inventory
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.layout import CAMERA_ID_RE, VIDEO
-from farmkeeper.models import Camera, OwnershipChange, OwnershipCount, utcnow
+from farmkeeper.models import Camera, OwnershipChange, OwnershipCount, PinReason, utcnow
 from farmkeeper.storage import open_volume
 from farmkeeper.volumes import ServerVolume
 
@@ -163,12 +163,13 @@ class Decision:
 
 
 def decide_home(camera: str, home: str, counts: Mapping[str, int], *, margin: float, pinned: str | None = None,
-                unknown: Iterable[str] = ()) -> Decision:
+                unknown: Iterable[str] = (), movable: bool = True) -> Decision:
     """The home of ``camera`` given its video files per server.
 
-    The pin always wins; a home whose count is unknown keeps it; with no files anywhere the home stays;
-    otherwise the server with most files takes the home only if it has more than ``(1 + margin)`` times
-    the current home's count (ties go to the current home, then by name).
+    The pin always wins; a camera that is not movable (USB, analog) keeps its home whatever the counts
+    (it cannot record anywhere else); a home whose count is unknown keeps it; with no files anywhere the
+    home stays; otherwise the server with most files takes the home only if it has more than
+    ``(1 + margin)`` times the current home's count (ties go to the current home, then by name).
     """
     unknown_t = tuple(sorted(set(unknown)))
     known = {s: int(n) for s, n in counts.items() if s not in unknown_t}
@@ -180,6 +181,9 @@ def decide_home(camera: str, home: str, counts: Mapping[str, int], *, margin: fl
         if pinned == home:
             return keep(f"pinned to {pinned} by the operator")
         return Decision(camera, home, pinned, f"pinned to {pinned} by the operator", known, pinned, unknown_t)
+    if not movable:
+        return keep(f"not movable: it records only on {home} (its device is attached there); file counts do not "
+                    "move its home")
     if home in unknown_t:
         return keep(f"{home} (the home) could not be counted; home kept until it can be")
     home_n = known.get(home, 0)
@@ -204,7 +208,8 @@ def plan_ownership(cameras: Iterable[Camera], totals: Mapping[str, Mapping[str, 
     out = []
     for cam in cameras:
         counts = {s: 0 for s in servers} | dict(totals.get(cam.id, {}))
-        out.append(decide_home(cam.id, cam.home, counts, margin=margin, pinned=cam.pinned_home, unknown=unknown))
+        out.append(decide_home(cam.id, cam.home, counts, margin=margin, pinned=cam.pinned_home, unknown=unknown,
+                               movable=cam.movable))
     return out
 
 
@@ -273,11 +278,37 @@ def apply_ownership(session: Session, result: CountResult, *, dry_run: bool = Fa
         session.add(OwnershipChange(camera_id=d.camera, at=now, from_server=d.home, to_server=d.new_home,
                                     counts=d.counts, reason="operator pin" if d.pinned else "file count"))
         log.info("camera %s: home %s -> %s (%s)", d.camera, d.home, d.new_home, d.reason)
-    from farmkeeper.move import release_move_pins  # late: farmkeeper.move imports this module
-
     release_move_pins(session, cameras, totals, counted=result.counted, unknown=result.errors, margin=margin)
     record_counts(session, result, now)
     return outcome
+
+
+def release_move_pins(session: Session, cameras: Iterable[Camera], totals: Mapping[str, Mapping[str, int]], *,
+                      counted: Iterable[str], unknown: Iterable[str], margin: float) -> list[str]:
+    """Release the pins of moved cameras whose file counts now agree with the pin; returns those cameras.
+
+    A move pins the home to the target "until the next ownership recomputation agrees": the counts
+    agree when the target has video of the camera and the file-count rule alone, starting from the
+    target as home, keeps it there. Operator pins (``pin_reason`` not ``move``) are never touched.
+    """
+    counted, unknown = list(counted), set(unknown)
+    released: list[str] = []
+    for cam in cameras:
+        pin = cam.pinned_home
+        if not pin or cam.pin_reason != PinReason.move or pin in unknown or pin not in counted:
+            continue
+        counts = {s: 0 for s in counted} | dict(totals.get(cam.id, {}))
+        if counts.get(pin, 0) <= 0:
+            continue
+        decision = decide_home(cam.id, pin, counts, margin=margin, unknown=unknown)
+        if decision.new_home != pin:
+            continue
+        cam.pinned_home, cam.pin_reason = None, None
+        cam.version += 1
+        session.add(cam)
+        released.append(cam.id)
+        log.info("camera %s: move pin to %s released (%s)", cam.id, pin, decision.reason)
+    return released
 
 
 def record_counts(session: Session, result: CountResult, now: datetime) -> None:
@@ -373,7 +404,8 @@ def explain_camera(session: Session, camera_id: str, fresh: CountResult | None =
         when = max((r.counted_at for r in rows), default=None)
         source = f"recorded counts of {when:%Y-%m-%d %H:%M}Z" if when else "no recorded counts yet"
     counts = {s: 0 for s in counted} | {s: v.files for s, v in per_server.items()}
-    decision = decide_home(cam.id, cam.home, counts, margin=margin, pinned=cam.pinned_home, unknown=unknown)
+    decision = decide_home(cam.id, cam.home, counts, margin=margin, pinned=cam.pinned_home, unknown=unknown,
+                           movable=cam.movable)
     history = list(session.exec(select(OwnershipChange).where(OwnershipChange.camera_id == camera_id)
                                 .order_by(col(OwnershipChange.at).desc()).limit(5)).all())
     return Explanation(cam.id, cam.home, cam.declared_home, cam.current, cam.pinned_home, margin, source,

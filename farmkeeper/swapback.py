@@ -10,6 +10,9 @@ is the cameras' home server; this module adds what only swap-back needs:
 * ``open_segments``: the segment-closed rule of ``farmkeeper.failover`` over any volume backend
   (a name starting with ``.`` under the camera's folders, our own ``.fkpart`` copies aside).
 * ``end_failovers``: ``FailoverEvent.ended_at`` for the cameras whose footage is home.
+* ``no_copy_reason``: why this swap-back copies nothing (SAN failover mode off on the home server):
+  the cameras still go home, the footage stays where it was recorded (``Selection.stays``).
+* ``move_home`` also gives a server that recovery made redundant its declared role (primary) back.
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ from sqlmodel import Session, col, select
 from farmkeeper import inventory
 from farmkeeper.copyjobs.states import UNFINISHED
 from farmkeeper.errors import InventoryError
-from farmkeeper.failover import is_open_segment, open_failover_events
+from farmkeeper.failover import is_open_segment, open_failover_events, restore_declared_role
 from farmkeeper.layout import camera_roots
-from farmkeeper.models import Camera, CameraState, CopyJob, CopyJobState, FailoverEvent, ServerState, utcnow
+from farmkeeper.models import (
+    Camera,
+    CameraState,
+    CopyJob,
+    CopyJobState,
+    FailoverEvent,
+    Server,
+    ServerState,
+    utcnow,
+)
 from farmkeeper.storage import Volume
 
 KIND = "swap-back"
@@ -41,6 +53,8 @@ class Selection:
     sources: list[str]                              # servers whose volumes may hold footage to bring home
     skipped: dict[str, str] = field(default_factory=dict)   # camera -> why it is not part of this run
     unreachable: list[str] = field(default_factory=list)     # down servers whose volumes were not read
+    no_copy: str | None = None                      # why nothing is copied (the cameras still go home)
+    stays: dict[str, list[str]] = field(default_factory=dict)  # camera -> servers its footage stays on (no_copy)
 
 
 def select_cameras(session: Session, *, server: str | None = None, cameras: Sequence[str] = ()) -> Selection:
@@ -92,7 +106,37 @@ def select_cameras(session: Session, *, server: str | None = None, cameras: Sequ
         else:
             sources.add(other.name)
     sources.discard(home)
-    return Selection(home, sorted(currents), currents, sorted(sources), skipped, sorted(unreachable))
+    sel = Selection(home, sorted(currents), currents, sorted(sources), skipped, sorted(unreachable))
+    sel.no_copy = no_copy_reason(home_server)
+    if sel.no_copy:
+        sel.stays = footage_elsewhere(session, sel.cameras, home)
+    return sel
+
+
+def no_copy_reason(home: Server) -> str | None:
+    """Why a swap-back to ``home`` copies no footage (``None``: it copies).
+
+    The seed's "SAN Failover mode: Copy files to owner server" is the home (owner) server's setting:
+    with it off the operator still moves cameras back; only the copy depends on the flag.
+    """
+    if not home.san_failover_mode:
+        return (f"SAN failover mode is off on {home.name} (san_failover_mode: false): footage is copied to the "
+                "owner server only in SAN failover mode, so it stays where it was recorded")
+    return None
+
+
+def footage_elsewhere(session: Session, cameras: Iterable[str], home: str) -> dict[str, list[str]]:
+    """Camera -> the other servers that recorded it (open failovers, the current server): its footage is there."""
+    out: dict[str, list[str]] = {}
+    for cam_id in cameras:
+        where = {e.to_server for e in open_failover_events(session, camera=cam_id)}
+        current = inventory.get_camera(session, cam_id).current
+        if current:
+            where.add(current)
+        where.discard(home)
+        if where:
+            out[cam_id] = sorted(where)
+    return out
 
 
 def _job_sources(session: Session, job: CopyJob) -> set[str]:
@@ -109,10 +153,16 @@ class MovedHome:
 
 
 def move_home(session: Session, cameras: Iterable[str]) -> list[MovedHome]:
-    """Set ``current = home`` for each camera (rows locked, version bumped); cameras already home are skipped."""
+    """Set ``current = home`` for each camera (rows locked, version bumped); cameras already home are skipped.
+
+    A home that recovery made redundant (it came back camera-less) records cameras again: it takes its
+    declared role (primary) back (``failover.restore_declared_role``, a ``role`` server event).
+    """
     moved = []
+    homes: set[str] = set()
     for cam_id in sorted(cameras):
         cam: Camera = inventory.get_camera(session, cam_id, for_update=True)
+        homes.add(cam.home)
         if cam.current == cam.home:
             continue
         moved.append(MovedHome(cam.id, cam.current, cam.home))
@@ -127,6 +177,8 @@ def move_home(session: Session, cameras: Iterable[str]) -> list[MovedHome]:
         for src, cams in by_from.items():
             inventory.record_server_event(session, moved[0].to_server, "swap-back", from_server=src, cameras=cams)
     session.flush()
+    for home in sorted(homes):
+        restore_declared_role(session, home)
     return moved
 
 

@@ -13,8 +13,8 @@ home become the target (home pinned until the file counts agree; ``OwnershipChan
 ``ServerEvent`` ``cameras-moved``) → with ``footage: move``: wait for the old servers to close the last
 segments, then a copy job of kind ``move`` (``farmkeeper.copyjobs``, the swap-back machinery: same drive
 letter, same path, verified, sources audited and deleted; a re-run resumes it) → notify. With
-``footage: keep`` nothing is copied: the old footage stays where it is and is still found by retention,
-ownership, swap-back and status.
+``footage: keep`` nothing is copied, so there is no validation gate (SAN failover mode may be off): the
+old footage stays where it was recorded and is still found by retention, ownership, swap-back and status.
 """
 
 import sys
@@ -71,6 +71,10 @@ class MoveCamerasParams(BaseModel):
         return list(dict.fromkeys(c.strip() for c in cameras if c.strip()))
 
 
+KEEP_WHY = ("--footage keep: nothing is copied or deleted (no SAN failover mode needed); the footage stays where it "
+            "was recorded")
+
+
 class MoveError(FarmkeeperError):
     """The move was refused or did not finish; the message says what remains and how to resume."""
 
@@ -106,11 +110,11 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
     if params.dry_run:
         return {"state": "dry run", "refused": why_not, "resume": resume, **plan.to_dict()}
     check_cameras_free(move.KIND, sel.cameras, sel.target)
+    if params.footage == "keep":       # nothing is copied: the SAN failover requirements do not apply
+        return _keep(params, sel, plan, started)
     _gate(params, sel, plan, resume)
     if why_not:
         _refuse(params, sel.target, why_not)
-    if params.footage == "keep":
-        return _keep(params, sel, plan, started)
     options = JobOptions(delete_source=True, verify=params.verify, max_mbps=params.max_mbps,
                          connections=params.connections or load_settings().storage.connections)
     wording = RunWording(f"move to {sel.target}", f"on {sel.target}", resume, rerun=f"re-run `{resume}`",
@@ -166,8 +170,17 @@ def _keep(params: MoveCamerasParams, sel: move.MoveSelection, plan: move.MovePla
     if params.notify:
         send_notification(f"cameras moved to {sel.target}", body, "success")
     return {"state": "done", "target": sel.target, "footage": "keep", "cameras": sel.cameras,
+            "why": KEEP_WHY, "footage_stays": _stays(plan),
             "moved": [a.camera for a in assigned], "failover_ended": ended, "kept_files": plan.files,
             "kept_bytes": plan.bytes, "seconds": round(time.monotonic() - started, 3), **_zero()}
+
+
+def _stays(plan: move.MovePlan) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in plan.rows:
+        if r.files:
+            out.setdefault(r.camera, []).append(r.label)
+    return out
 
 
 def _zero() -> dict[str, Any]:

@@ -4,6 +4,9 @@ Run from the Prefect UI (a form), ``farmkeeper swap-back SERVER | --camera ID ..
 ``python -m flows.swap_back SERVER``. Needs ``FARMKEEPER_DATABASE_URL`` (the inventory) and the SMB
 credentials the inventory references (``smb.password_env`` variables or Prefect Secret blocks).
 
+With SAN failover mode off on the home server the cameras still go home, but nothing is copied or
+deleted: the result says the footage stays where it was recorded, and why.
+
 Order: validation gate (the seed's SAN failover requirements for the home and source servers; refused
 with the report when it fails) → ``current = home`` → wait until the source servers closed the cameras'
 last segments → plan every footage file on the other servers' volumes (same drive letter at home, same
@@ -94,6 +97,8 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     if sel.unreachable:
         logger.warning("servers down, their volumes not read (footage there, if any, comes home with a later "
                        "run): %s", ", ".join(sel.unreachable))
+    if sel.no_copy:
+        return _without_copy(params, sel, started)
     if params.dry_run:
         return _dry_run(params, sel)
     options = JobOptions(delete_source=params.delete_source, verify=params.verify, max_mbps=params.max_mbps,
@@ -113,6 +118,36 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
         if params.notify:
             send_notification(f"{wording.what} FAILED", message, "failure")
         raise SwapBackError(message) from exc
+
+
+def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: float) -> dict[str, Any]:
+    """The cameras go home; no footage is copied or deleted (``sel.no_copy`` says why)."""
+    logger = get_run_logger()
+    where = "; ".join(f"{cam}: {', '.join(servers)}" for cam, servers in sel.stays.items()) or "none elsewhere"
+    result: dict[str, Any] = {
+        "home": sel.home, "cameras": sel.cameras, "job_id": None, "copied": 0, "skipped": 0, "conflicts": 0,
+        "removed": 0, "remaining": 0, "bytes_transferred": 0, "footage": "stays where it was recorded",
+        "why": sel.no_copy, "footage_stays": sel.stays}
+    if params.dry_run:
+        logger.info("dry run: %s would record at %s again; nothing would be copied: %s", ", ".join(sel.cameras),
+                    sel.home, sel.no_copy)
+        return result | {"state": "dry run", "files": 0, "bytes": 0, "per_camera": {}, "unmapped": [],
+                         "moves": [{"camera": cam, "records now on": sel.currents.get(cam) or "-",
+                                    "would record on": sel.home, "files to copy": 0, "bytes to copy": human_size(0)}
+                                   for cam in sel.cameras]}
+    check_cameras_free(swapback.KIND, sel.cameras, sel.home)
+    moved = move_cameras_home(sel.cameras)
+    ended = end_failover_events(sel.cameras)
+    body = (f"cameras {', '.join(sel.cameras)} record at {sel.home} again; nothing was copied or deleted: "
+            f"{sel.no_copy}. Footage recorded elsewhere: {where} (retention, ownership and status keep finding it "
+            "there).")
+    logger.info("%s", body)
+    create_markdown_artifact(f"# Swap-back to {sel.home}: done, footage not copied\n\n{body}",
+                             key=f"swap-back-report-{_key(sel.home)}", description=f"Swap-back to {sel.home}")
+    if params.notify:
+        send_notification(f"swap-back to {sel.home} done: footage stays where it was recorded", body, "success")
+    return result | {"state": "done", "moved_home": [m.camera for m in moved], "failover_ended": ended,
+                     "seconds": round(time.monotonic() - started, 3), "message": body}
 
 
 def _gate(params: SwapBackParams, sel: swapback.Selection, resume: str) -> None:

@@ -1,4 +1,9 @@
-"""The ``farmkeeper`` command line (typer). Commands live in one module per area."""
+"""The ``farmkeeper`` command line (typer). Commands live in one module per area.
+
+The outermost layer: it sits in the ``farmkeeper`` package for the console script, but it is the one part of
+it that imports ``flows`` and ``tasks`` (it runs them in process), and no other module imports it
+(``tests/core/test_layers.py``).
+"""
 
 from __future__ import annotations
 

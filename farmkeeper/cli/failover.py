@@ -1,4 +1,4 @@
-"""CLI commands of the failover area: ``run health-check``, ``run failover``, ``sim``, ``server maintenance``."""
+"""CLI commands of the failover area: ``run health-check``, ``run failover``, ``sim``, ``server maintenance|role``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,32 @@ def maintenance(
     console.print(f"{name}: maintenance {mode} (server is {state})")
     if not want and state == "down":
         console.print("the next health check fails its movable cameras over")
+
+
+@server_app.command("role")
+def role(
+    name: str = typer.Argument(..., help="Server name."),
+    new_role: str = typer.Argument(..., metavar="primary|redundant", help="primary | redundant"),
+) -> None:
+    """Set a server's role by hand (recorded as a server event): failover moves cameras only to redundant ones."""
+    from farmkeeper.failover import set_role
+    from farmkeeper.models import Role
+
+    if new_role not in ("primary", "redundant"):
+        fail(f"role must be primary or redundant, not {new_role!r}")
+    with db_session() as session:
+        changed = set_role(session, name, Role(new_role), reason="set by the operator (farmkeeper server role)")
+        server = inventory.get_server(session, name)
+        recording = len(inventory.list_cameras(session, current=name))
+        declared = server.declared_role.value
+    if not changed:
+        console.print(f"{name}: already {new_role}", highlight=False)
+        return
+    console.print(f"{name}: role {new_role} (declared in the farm file: {declared}; records {recording} "
+                  f"camera{'s' if recording != 1 else ''})", highlight=False)
+    if new_role == "redundant" and recording:
+        console.print(f"[yellow]note:[/yellow] {name} still records its cameras; failover may now also move "
+                      "cameras of a down server to it", highlight=False)
 
 
 @app.command()

@@ -88,7 +88,10 @@ def _print(result: dict[str, Any]) -> None:
         return
     if result.get("footage") == "keep":
         console.print(f"moved {', '.join(result['cameras'])} to {result['target']}; footage kept where it is "
-                      f"({result['kept_files']} files, {human_size(result['kept_bytes'])})", highlight=False)
+                      f"({result['kept_files']} files, {human_size(result['kept_bytes'])}): {result.get('why', '')}",
+                      highlight=False, markup=False, soft_wrap=True)
+        for cam, volumes in (result.get("footage_stays") or {}).items():
+            console.print(f"  {cam}: footage stays on {', '.join(volumes)}", highlight=False, markup=False)
         return
     console.print(f"move to {result['target']} {result['state']} (copy job #{result['job_id']}): "
                   f"{result['copied']} copied, {result['skipped']} skipped (identical), {result['conflicts']} "

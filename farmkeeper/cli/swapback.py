@@ -28,6 +28,13 @@ def _print(result: dict[str, Any]) -> None:
     if not result.get("cameras"):
         console.print(f"{result.get('home')}: nothing to swap back", highlight=False)
         return
+    if result.get("why") and state in ("done", "dry run"):
+        verb = "would record" if state == "dry run" else "record"
+        console.print(f"{', '.join(result['cameras'])} {verb} at {result['home']} again; nothing copied or deleted: "
+                      f"{result['why']}", highlight=False, markup=False, soft_wrap=True)
+        for cam, servers in (result.get("footage_stays") or {}).items():
+            console.print(f"  {cam}: footage stays on {', '.join(servers)}", highlight=False, markup=False)
+        return
     if state == "dry run":
         console.print(f"[yellow]dry run[/yellow]: nothing changed; {result['files']} files "
                       f"({human_size(result['bytes'])}) would be copied to {result['home']}", highlight=False)

@@ -129,7 +129,7 @@ def test_kill_a_server_fail_over_and_come_back_redundant(
                                cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(restart)
-    wait_for("p1 back up as a redundant server",
-             lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.redundant)(servers()["p1"]), 20)
+    wait_for("p1 back up, still primary (it records its non-movable cam-usb)",
+             lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.primary)(servers()["p1"]), 20)
     assert cameras()["cam-usb"].state == CameraState.recording
     http_receiver.wait_for(lambda m: m["title"] == "p1 recovered", timeout=10)

@@ -157,8 +157,8 @@ def test_health_check_detects_down_fails_over_elects_master_and_recovers(
     assert ("p1", "recovered") in result["transitions"]
     state = servers()
     assert state["p1"][0] == ServerState.up
-    # its movable cameras were failed over: redundant now (it still records its non-movable camera)
-    assert state["p1"][1] == Role.redundant
+    # its movable cameras were failed over, but it still records its non-movable camera: it stays primary
+    assert state["p1"][1] == Role.primary
     assert cameras()["cam-usb"] == ("p1", CameraState.recording)
     http_receiver.wait_for(lambda m: m["title"] == "p1 recovered")
 

@@ -101,11 +101,12 @@ def make_farm(mv_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypat
 
     def _make(cameras: list[dict[str, Any]], *, drives: str = "DE", notify: list[str] | None = None,
               local: bool = False, servers: tuple[str, ...] = ("rec1", "spare1", "rec2"),
-              storage: dict[str, Any] | None = None) -> MVFarm:
+              storage: dict[str, Any] | None = None, san_failover_mode: bool = True) -> MVFarm:
         data: dict[str, Any] = {
             "farm": {"name": "mv", "notify": notify or []},
             "storage": {"default_path": "D:\\Data", **(storage or {})},
-            "servers": [server_entry(mv_samba, name, drives, local=local) for name in servers],
+            "servers": [server_entry(mv_samba, name, drives, local=local, san_failover_mode=san_failover_mode)
+                        for name in servers],
             "cameras": cameras,
         }
         farm = MVFarm(mv_samba, tmp_path / "farm.yaml", data, drives)

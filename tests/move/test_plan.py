@@ -9,7 +9,8 @@ from sqlmodel import Session, create_engine
 
 from farmkeeper.copyjobs import PlannedFile, PlanReport
 from farmkeeper.models import Camera, StorageSettings
-from farmkeeper.move import MoveSelection, build_plan, floor_bytes, refusal, release_move_pins
+from farmkeeper.move import MoveSelection, build_plan, floor_bytes, refusal
+from farmkeeper.ownership import release_move_pins
 from farmkeeper.storage import Space
 
 GB = 10**9

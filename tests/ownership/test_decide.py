@@ -115,3 +115,17 @@ cameras:
             assert recorded == {("c1", "rec1"): 10, ("c1", "spare1"): 30, ("c2", "spare1"): 30, ("c2", "rec1"): 28}
     finally:
         engine.dispose()
+
+
+@given(counts_st, st.sampled_from(SERVERS), margin_st)
+def test_non_movable_camera_keeps_its_home_whatever_the_counts(counts: dict[str, int], home: str,
+                                                               margin: float) -> None:
+    """A USB or analog camera records only on its server: file counts elsewhere never move its home."""
+    from farmkeeper.models import Camera
+    from farmkeeper.ownership import plan_ownership
+
+    cams = [Camera(id="usb", declared_home=home, home=home, movable=False),
+            Camera(id="ip", declared_home=home, home=home, movable=True)]
+    usb, ip = plan_ownership(cams, {"usb": counts, "ip": counts}, servers=SERVERS, margin=margin)
+    assert not usb.changed and "not movable" in usb.reason
+    assert ip == decide_home("ip", home, {s: 0 for s in SERVERS} | counts, margin=margin)

@@ -72,7 +72,7 @@ def make_farm(sb_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypat
     reset_shares(sb_samba)
 
     def _make(cameras: list[dict[str, Any]], *, drives: str = "DE", notify: list[str] | None = None,
-              local: bool = False, servers: tuple[str, ...] = NAMES) -> SBFarm:
+              local: bool = False, servers: tuple[str, ...] = NAMES, san: bool = True) -> SBFarm:
         data: dict[str, Any] = {
             "farm": {"name": "sb", "notify": notify or []},
             "storage": {"default_path": "D:\\Data"},
@@ -88,7 +88,7 @@ def make_farm(sb_samba: SambaFarm, inventory_url: str, tmp_path: Path, monkeypat
                 vols.append(vol)
             data["servers"].append({
                 "name": name, "host": srv.host, "role": "redundant" if name.startswith("spare") else "primary",
-                "master": i == 0, "health": "smb", "san_failover_mode": True,
+                "master": i == 0, "health": "smb", "san_failover_mode": san,
                 "smb": {"port": 445, "username": USERNAME, "password_env": PASSWORD_ENV},
                 "volumes": vols})
         farm = SBFarm(sb_samba, tmp_path / "farm.yaml", data)
