@@ -1,6 +1,7 @@
 """The layers, read from the source (ast): core → tasks → flows → deployments → CLI, and no import cycles.
 
-Every import counts, also the ones inside functions (a "late" import is still a dependency):
+Every import counts, also the ones inside functions (a "late" import is still a dependency); imports under
+``if TYPE_CHECKING:`` are annotations only and do not:
 
 * the core (``farmkeeper/`` without ``farmkeeper/cli``) imports no Prefect, ``tasks``, ``flows``,
   ``deployments`` or CLI;
@@ -36,7 +37,7 @@ def modules(package: str) -> dict[str, Path]:
 def imports(name: str, path: Path, known: set[str]) -> Iterator[tuple[str, int]]:
     """(imported module, line) for every import of ``path``; ``from pkg import submodule`` names the submodule."""
     is_package = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
@@ -53,6 +54,18 @@ def imports(name: str, path: Path, known: set[str]) -> Iterator[tuple[str, int]]
                     yield sub, node.lineno
             else:
                 yield module, node.lineno
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node except the bodies of ``if TYPE_CHECKING:`` (annotations only, never imported at run time)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
 
 
 def _under(module: str, prefixes: tuple[str, ...]) -> str | None:
@@ -144,6 +157,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     src = tmp_path / "m.py"
-    src.write_text("import prefect\n\ndef f():\n    from flows.x import y\n    from pkg import sub\n")
-    found = list(imports("m", src, {"pkg.sub"}))
-    assert found == [("prefect", 1), ("flows.x", 4), ("pkg.sub", 5)]
+    src.write_text("import prefect\nif TYPE_CHECKING:\n    import typed_only\n\ndef f():\n    from flows.x import y\n"
+                   "    from pkg import sub\n")
+    found = sorted(imports("m", src, {"pkg.sub"}), key=lambda pair: pair[1])
+    assert found == [("prefect", 1), ("flows.x", 6), ("pkg.sub", 7)]
