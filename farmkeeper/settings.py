@@ -14,6 +14,12 @@ class StorageAccessSettings(BaseModel):
         "auto", description="How flows reach volumes: local mount when set (auto), or always SMB")
     connections: int = Field(4, ge=1, le=64, description="Parallel SMB connections per copy or walk")
     require_signing: bool = Field(True, description="SMB signing; turn off only on a trusted SAN network")
+    timeout: float = Field(30.0, gt=0, le=3600, description="Seconds any SMB wait may take (connect, negotiate, "
+                           "session setup, tree connect, each reply); a stalled connection is closed")
+    max_dir_entries: int = Field(200_000, ge=10_000, description="Entries one SMB folder listing may return before "
+                                 "it fails (the seed keeps folders under 5000 files)")
+    max_dir_requests: int = Field(4096, ge=16, description="QUERY_DIRECTORY requests one SMB folder listing may take "
+                                  "before it fails (a server that never says 'no more files')")
 
 
 class Settings(BaseSettings):
