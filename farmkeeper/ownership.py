@@ -93,11 +93,15 @@ def count_footage(volumes: Sequence[ServerVolume], *, prefer: Prefer = "auto", c
         for v, fut in futures:
             try:
                 frames.append(fut.result())
-            except (FarmkeeperError, OSError) as exc:
+            except Exception as exc:  # one server's failure, expected or not, never stops the others' count
                 if raise_errors:
                     raise
-                log.warning("cannot count %s: %s", v.label, exc)
-                result.errors.setdefault(v.server, f"{v.label}: {exc}")
+                what = str(exc) if isinstance(exc, (FarmkeeperError, OSError)) else \
+                    f"unexpected {type(exc).__name__}: {exc}"
+                if v.access.password:
+                    what = what.replace(v.access.password, "***")
+                log.warning("cannot count %s: %s", v.label, what)
+                result.errors.setdefault(v.server, f"{v.label}: {what}")
     frames = [f for f in frames if len(f) and f["server"].iloc[0] not in result.errors]
     if frames:
         result.frame = pd.concat(frames, ignore_index=True)

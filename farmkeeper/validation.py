@@ -464,9 +464,15 @@ def check_group(group: GroupSnapshot, *, prefer: Prefer = "smb", probe: bool = T
         if todo:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))),
                                     thread_name_prefix="fk-validate") as pool:
-                futures = [(n, pool.submit(probe_share, a, prefer=prefer)) for n, a in todo]
-                for n, fut in futures:
-                    probes[n].append(fut.result())
+                futures = [(n, a, pool.submit(probe_share, a, prefer=prefer)) for n, a in todo]
+                for n, a, fut in futures:
+                    try:
+                        probes[n].append(fut.result())
+                    except Exception as exc:  # one server's surprise is reported for it; the others still validate
+                        text = f"unexpected {type(exc).__name__}: {exc}"
+                        text = text.replace(a.password, "***") if a.password else text
+                        log.error("probing %s of %s failed: %s", a.share, n, text)
+                        probes[n].append(ShareProbe(n, a.drive, a.share, a.username, "error", text))
         for s in group.servers:
             if s.password_error is not None:
                 probes[s.name] = [ShareProbe(s.name, a.drive, a.share, a.username, "auth") for a in s.volumes]
