@@ -202,3 +202,25 @@ def from_share(location: ShareLocation | str, data_root: WindowsPath | None = No
     root = data_root or default_data_root(drive)
     rest = "\\".join(p for p in [root.rest, loc.relpath.replace("/", "\\")] if p)
     return WindowsPath(drive, rest)
+
+
+def video_hour_folder(camera: str, stream: int, moment: datetime) -> str:
+    """``video/<camera>/<stream>/<YYYY-MM-DD>/<HH>``: the folder of the segments starting in ``moment``'s hour."""
+    moment = _utc(moment)
+    return f"{VIDEO}/{camera}/{stream}/{moment.strftime('%Y-%m-%d')}/{moment.strftime('%H')}"
+
+
+def video_day_folder(camera: str, stream: int, day: datetime) -> str:
+    """``video/<camera>/<stream>/<YYYY-MM-DD>``: one day of a stream's segments (hour folders below)."""
+    return f"{VIDEO}/{camera}/{stream}/{_utc(day).strftime('%Y-%m-%d')}"
+
+
+def segment_start(name: str) -> datetime | None:
+    """The start of a closed segment from its file name (``None`` for an open ``.`` name or another file)."""
+    match = _STAMP_RE.match(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None

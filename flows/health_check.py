@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from farmkeeper.health import Transition
 from farmkeeper.specs import parse_duration
 from flows.failover import FailoverParams, failover
+from flows.watchdog import watchdog_steps
 from tasks.common import send_notification
 from tasks.health import HealthUpdate, check_servers, mark_swap_back_started
 
@@ -93,6 +94,7 @@ def sweep() -> dict[str, Any]:
     for server in update.pending_failovers:
         failovers.append(failover(FailoverParams(server=server, reason="stranded, retried")))
     _notify_update(update)
+    watchdog = watchdog_steps()
     for server in update.swap_backs_due:
         started, detail = start_swap_back(server)
         (logger.info if started else logger.warning)("auto swap-back of %s: %s", server, detail)
@@ -102,6 +104,7 @@ def sweep() -> dict[str, Any]:
         "down": [r.server for r in update.results if not r.ok],
         "transitions": [(t.server, t.transition.value) for t in update.transitions],
         "failovers": failovers,
+        "watchdog": watchdog,
     }
 
 

@@ -1,0 +1,434 @@
+"""The recording watchdog and storage failure: a server that answers can still record nothing.
+
+**Recording watchdog.** A camera should record when its state is ``recording`` (or ``stalled``) and
+its ``current`` server is ``up`` and not in maintenance. Its newest closed segment is found cheaply:
+the stream-0 hour folders of its write paths (the drives of its storage path list that the server
+has), newest hour first, only as far back as ``stall_after`` needs — never a walk. A camera is alive
+until ``max(newest segment start + usual segment length, since) + stall_after``, where ``since`` is
+when it became expected on that server (first look, a move, the server coming up). Past that it
+becomes ``stalled`` (once); a new closed segment that is recent (within ``stall_after / 2``) brings it
+back to ``recording`` (once). A stall needs ``stall_after`` of silence and a resume a fresh segment,
+so jitter shorter than ``stall_after`` never flaps. Only cameras that may have changed are looked at
+each sweep: a recording camera once its alive time has run out, a stalled one every sweep.
+
+**Storage failure.** Every volume of a live server gets a probe: a small file ``.farmkeeper-probe``
+at the share root is overwritten (never deleted: it is outside ``video/`` and ``meta/``), and the free
+space is compared with the floor (``min_free``, ``min_free_percent``). A volume that cannot be written
+(gone, read-only, probe refused) or is below its floor with no footage left to delete, continuously
+for ``down_after``, is *failed*; the cameras of that server whose write paths are all on failed
+volumes are failed over like a server's (``farmkeeper.failover.apply_camera_failover``). A volume that
+takes its probe again is *recovered*, and the server is treated as a recovered server
+(``apply_recovery``: leftover cameras record again; without movable cameras it is redundant).
+
+The I/O (listing, probing) happens between two short transactions: ``plan_*`` reads the inventory,
+``look``/``probe_volumes`` touch the volumes (one thread per server), ``record_*`` writes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from farmkeeper import inventory
+from farmkeeper.errors import FarmkeeperError
+from farmkeeper.failover import camera_drives
+from farmkeeper.layout import segment_start, video_hour_folder
+from farmkeeper.models import (
+    Camera,
+    CameraState,
+    CameraWatch,
+    RetentionVolume,
+    ServerState,
+    VolumeHealth,
+    utcnow,
+)
+from farmkeeper.storage.base import Volume
+
+logger = logging.getLogger(__name__)
+
+PROBE_NAME = ".farmkeeper-probe"
+WATCH_STREAM = 0                  # stream 0 is always recorded; its segments stand for the camera
+MAX_THREADS = 32
+
+VolumeOpener = Callable[[str, str], Volume]   # (server, drive) → an open volume (the caller closes it)
+
+
+# --- recording watchdog: plan -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WatchCheck:
+    """One camera to look at: the hour folders (newest first) on each of its write drives."""
+
+    camera: str
+    server: str
+    drives: tuple[str, ...]
+    folders: tuple[str, ...]
+
+
+def _camera_stall_after(camera: Camera, farm_default: float) -> float:
+    return camera.stall_after_s if camera.stall_after_s is not None else farm_default
+
+
+def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ...]:
+    """The stream-0 hour folders from ``now``'s hour back to ``back_to``'s hour, newest first."""
+    out: list[str] = []
+    moment = now.replace(minute=0, second=0, microsecond=0)
+    floor = back_to.replace(minute=0, second=0, microsecond=0)
+    while moment >= floor and len(out) < 48:
+        out.append(video_hour_folder(camera, WATCH_STREAM, moment))
+        moment -= timedelta(hours=1)
+    return tuple(out)
+
+
+def alive_until(watch: CameraWatch, since: datetime, stall_after_s: float) -> datetime:
+    """When the camera becomes stalled unless a newer segment appears."""
+    alive = since
+    if watch.last_segment_at is not None:
+        alive = max(alive, watch.last_segment_at + timedelta(seconds=watch.segment_s or 0.0))
+    return alive + timedelta(seconds=stall_after_s)
+
+
+def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
+    """The cameras to look at in this sweep (``everyone``: all that should record, due or not)."""
+    now = now or utcnow()
+    farm = inventory.farm_settings(session)
+    storage = inventory.storage_settings(session)
+    live = {s.name: s for s in inventory.list_servers(session)
+            if s.state == ServerState.up and not s.maintenance}
+    drives: dict[str, list[str]] = {}
+    for vol in inventory.list_volumes(session):
+        drives.setdefault(vol.server_name, []).append(vol.drive.upper())
+    failed = failed_volumes(session)
+    watches = {w.camera_id: w for w in session.exec(select(CameraWatch))}
+    checks = []
+    for cam in inventory.list_cameras(session):
+        if cam.state not in (CameraState.recording, CameraState.stalled) or cam.current not in live:
+            continue
+        own = [d for d in sorted(camera_drives(cam, storage)) if d in drives.get(cam.current, ())]
+        if not own or all((cam.current, d) in failed for d in own):
+            continue                      # nothing to record on, or storage failure owns it
+        stall_after = _camera_stall_after(cam, farm.stall_after_s)
+        watch = watches.get(cam.id)
+        known = watch is not None and watch.server == cam.current
+        back_to = now - timedelta(seconds=stall_after + 3600)
+        if known and watch is not None:
+            since = _since(watch, live[cam.current].state_changed_at)
+            due = cam.state == CameraState.stalled or now >= alive_until(watch, since, stall_after)
+            if watch.last_segment_at is not None:
+                back_to = max(back_to, watch.last_segment_at)
+        else:
+            due = True
+        if due or everyone:
+            checks.append(WatchCheck(cam.id, cam.current, tuple(own), hour_folders(cam.id, now, back_to)))
+    return checks
+
+
+def _since(watch: CameraWatch, server_up_at: datetime | None) -> datetime:
+    return max(watch.since, server_up_at) if server_up_at is not None else watch.since
+
+
+# --- recording watchdog: look -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sighting:
+    """The newest closed segment of a camera (start) and the usual segment length, or why not known."""
+
+    camera: str
+    newest: datetime | None = None
+    segment_s: float | None = None
+    error: str | None = None
+
+
+def closed_starts(volume: Volume, folder: str) -> list[datetime]:
+    """Starts of the closed segments in one hour folder (a missing folder: none), sorted."""
+    starts = []
+    for _dir, names in volume.list_files_by_dir(folder):
+        for name in names:
+            start = segment_start(name)
+            if start is not None:
+                starts.append(start)
+    return sorted(starts)
+
+
+def newest_segment(volume: Volume, folders: Sequence[str]) -> tuple[datetime | None, float | None]:
+    """The newest closed segment (newest non-empty folder first) and the usual segment length there."""
+    found: list[datetime] = []
+    for folder in folders:
+        found = closed_starts(volume, folder) + found
+        if len(found) >= 2:
+            break                     # one segment only: the one before it is in the previous hour
+    if not found:
+        return None, None
+    steps = [(b - a).total_seconds() for a, b in zip(found, found[1:], strict=False) if b > a]
+    return found[-1], (min(steps) if steps else None)     # the usual length: a gap is never shorter
+
+
+def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
+    """The newest closed segment of one camera over its write drives (errors become ``Sighting.error``)."""
+    newest: datetime | None = None
+    length: float | None = None
+    errors = []
+    for drive in check.drives:
+        try:
+            volume = open_volume(check.server, drive)
+            start, seg = newest_segment(volume, check.folders)
+        except (FarmkeeperError, OSError) as exc:
+            errors.append(f"{drive}: {exc}")
+            continue
+        if start is not None and (newest is None or start > newest):
+            newest, length = start, seg
+    if newest is None and errors:
+        return Sighting(check.camera, error="; ".join(errors)[:300])
+    return Sighting(check.camera, newest, length)
+
+
+def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener) -> list[Sighting]:
+    """Look at every check; one thread per server (its volumes' connections are reused by its cameras)."""
+    by_server: dict[str, list[WatchCheck]] = {}
+    for check in checks:
+        by_server.setdefault(check.server, []).append(check)
+
+    def one_server(items: list[WatchCheck]) -> list[Sighting]:
+        return [look_one(c, open_volume) for c in items]
+
+    if len(by_server) <= 1:
+        return [s for items in by_server.values() for s in one_server(items)]
+    with ThreadPoolExecutor(min(MAX_THREADS, len(by_server)), thread_name_prefix="watchdog") as pool:
+        return [s for result in pool.map(one_server, by_server.values()) for s in result]
+
+
+# --- recording watchdog: record -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stall:
+    camera: str
+    server: str
+    last_segment_at: datetime | None
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Resume:
+    camera: str
+    server: str
+    last_segment_at: datetime
+    stalled_at: datetime | None
+
+
+@dataclass
+class WatchUpdate:
+    checked: int = 0
+    stalled: list[Stall] = field(default_factory=list)
+    resumed: list[Resume] = field(default_factory=list)
+    fail_over: dict[str, list[str]] = field(default_factory=dict)   # server → stalled cameras to move
+    errors: dict[str, str] = field(default_factory=dict)           # camera → why it could not be looked at
+
+
+def record_sightings(session: Session, sightings: Iterable[Sighting], now: datetime | None = None,
+                     checks: Sequence[WatchCheck] = ()) -> WatchUpdate:
+    """Apply what was seen: stalled and resumed cameras (each reported once), cameras to fail over."""
+    now = now or utcnow()
+    farm = inventory.farm_settings(session)
+    servers = {s.name: s for s in inventory.list_servers(session)}
+    where = {c.camera: c.server for c in checks}
+    update = WatchUpdate()
+    table = Camera.__table__  # type: ignore[attr-defined]
+    for sighting in sightings:
+        update.checked += 1
+        cam = session.get(Camera, sighting.camera, populate_existing=True)
+        if cam is None or cam.current is None or where.get(cam.id, cam.current) != cam.current:
+            continue                                     # moved or removed while we looked
+        if sighting.error is not None:
+            update.errors[cam.id] = sighting.error
+            continue
+        watch = session.get(CameraWatch, cam.id)
+        if watch is None or watch.server != cam.current:
+            watch = watch or CameraWatch(camera_id=cam.id, since=now)
+            watch.server, watch.since, watch.last_segment_at, watch.segment_s = cam.current, now, None, None
+            watch.stalled_at = None
+        fresh = sighting.newest is not None and (watch.last_segment_at is None
+                                                 or sighting.newest > watch.last_segment_at)
+        if fresh and sighting.newest is not None:
+            watch.last_segment_at = sighting.newest
+            if sighting.segment_s:
+                watch.segment_s = sighting.segment_s
+        watch.checked_at = now
+        stall_after = _camera_stall_after(cam, farm.stall_after_s)
+        since = _since(watch, servers[cam.current].state_changed_at if cam.current in servers else None)
+        stalled_now = now >= alive_until(watch, since, stall_after)
+        resumes = fresh and now < alive_until(watch, since, stall_after / 2)
+        is_stalled = cam.state == CameraState.stalled
+        if cam.state == CameraState.recording and stalled_now and \
+                _set_state(session, table, cam, CameraState.recording, CameraState.stalled):
+            watch.stalled_at, is_stalled = now, True
+            update.stalled.append(Stall(cam.id, cam.current, watch.last_segment_at, since))
+        elif cam.state == CameraState.stalled and resumes and watch.last_segment_at is not None and \
+                _set_state(session, table, cam, CameraState.stalled, CameraState.recording):
+            update.resumed.append(Resume(cam.id, cam.current, watch.last_segment_at, watch.stalled_at))
+            watch.stalled_at, is_stalled = None, False
+        session.add(watch)
+        failover_stalled = cam.failover_stalled if cam.failover_stalled is not None else farm.failover_stalled
+        if failover_stalled and cam.movable and is_stalled:
+            update.fail_over.setdefault(cam.current, []).append(cam.id)
+    session.flush()
+    return update
+
+
+def _set_state(session: Session, table: sa.Table, cam: Camera, old: CameraState, new: CameraState) -> bool:
+    """Compare-and-set of a camera's state (another writer may have moved it meanwhile)."""
+    done = session.execute(sa.update(table).where(table.c.id == cam.id, table.c.state == old,
+                                                  table.c.current == cam.current)
+                           .values(state=new, version=table.c.version + 1))
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# --- storage failure ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VolumeCheck:
+    server: str
+    drive: str
+    min_free_bytes: int
+    min_free_percent: float
+    deletable: bool                  # the last retention sweep found footage on it (or has not swept it)
+
+
+@dataclass(frozen=True)
+class VolumeProbe:
+    server: str
+    drive: str
+    error: str | None = None         # None: writable and above its floor (or footage left to delete)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def failed_volumes(session: Session) -> set[tuple[str, str]]:
+    return {(v.server, v.drive) for v in session.exec(select(VolumeHealth).where(VolumeHealth.failed == True))}  # noqa: E712
+
+
+def plan_volume_checks(session: Session) -> list[VolumeCheck]:
+    """Every volume of a live server (not in maintenance)."""
+    storage = inventory.storage_settings(session)
+    live = {s.name for s in inventory.list_servers(session) if s.state == ServerState.up and not s.maintenance}
+    swept = {(r.server, r.drive): r for r in session.exec(select(RetentionVolume))}
+    out = []
+    for vol in inventory.list_volumes(session):
+        if vol.server_name not in live:
+            continue
+        row = swept.get((vol.server_name, vol.drive))
+        deletable = row is None or row.swept_at is None or row.footage_files > 0
+        out.append(VolumeCheck(vol.server_name, vol.drive, storage.min_free_bytes, storage.min_free_percent,
+                               deletable))
+    return out
+
+
+def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumeProbe:
+    """Overwrite the probe file and compare the free space with the floor."""
+    try:
+        volume.write_bytes(PROBE_NAME, f"farmkeeper probe {now.isoformat()}\n".encode())
+        space = volume.space()
+    except (FarmkeeperError, OSError) as exc:
+        return VolumeProbe(check.server, check.drive, f"cannot write: {exc}"[:300])
+    below = (check.min_free_bytes and space.free < check.min_free_bytes) or \
+            (check.min_free_percent and space.total and space.free_percent < check.min_free_percent)
+    if below and not check.deletable:
+        return VolumeProbe(check.server, check.drive,
+                           f"full: {space.free} bytes free, below the floor, and no footage left to delete")
+    return VolumeProbe(check.server, check.drive)
+
+
+def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener,
+                  now: datetime | None = None) -> list[VolumeProbe]:
+    """Probe every volume; one thread per server."""
+    now = now or utcnow()
+    by_server: dict[str, list[VolumeCheck]] = {}
+    for check in checks:
+        by_server.setdefault(check.server, []).append(check)
+
+    def one_server(items: list[VolumeCheck]) -> list[VolumeProbe]:
+        out = []
+        for check in items:
+            try:
+                volume = open_volume(check.server, check.drive)
+            except (FarmkeeperError, OSError) as exc:
+                out.append(VolumeProbe(check.server, check.drive, f"cannot open: {exc}"[:300]))
+                continue
+            out.append(probe_volume(check, volume, now))
+        return out
+
+    if not by_server:
+        return []
+    with ThreadPoolExecutor(min(MAX_THREADS, len(by_server)), thread_name_prefix="volume-probe") as pool:
+        return [p for result in pool.map(one_server, by_server.values()) for p in result]
+
+
+@dataclass(frozen=True)
+class VolumeTransition:
+    server: str
+    drive: str
+    failed: bool                     # True: failed now; False: recovered
+    error: str | None = None
+
+
+@dataclass
+class VolumeUpdate:
+    transitions: list[VolumeTransition] = field(default_factory=list)
+    fail_over: dict[str, list[str]] = field(default_factory=dict)   # server → cameras all on failed volumes
+
+    @property
+    def recovered_servers(self) -> list[str]:
+        return sorted({t.server for t in self.transitions if not t.failed})
+
+
+def record_volume_probes(session: Session, probes: Iterable[VolumeProbe], now: datetime | None = None) -> VolumeUpdate:
+    """The volume state machine (failed after ``down_after`` of failures, recovered on a good probe)."""
+    now = now or utcnow()
+    down_after = timedelta(seconds=inventory.farm_settings(session).down_after_s)
+    update = VolumeUpdate()
+    for probe in probes:
+        row = session.get(VolumeHealth, (probe.server, probe.drive)) or \
+            VolumeHealth(server=probe.server, drive=probe.drive)
+        stale = row.checked_at is not None and now - row.checked_at > down_after
+        if probe.ok:
+            if row.failed:
+                update.transitions.append(VolumeTransition(probe.server, probe.drive, False))
+                row.failed, row.changed_at = False, now
+            row.failing_since, row.error = None, None
+        else:
+            if row.failing_since is None or (stale and not row.failed):
+                row.failing_since = now       # a gap in probing restarts the count (as for servers)
+            row.error = probe.error
+            if not row.failed and now - row.failing_since >= down_after:
+                row.failed, row.changed_at = True, now
+                update.transitions.append(VolumeTransition(probe.server, probe.drive, True, probe.error))
+        row.checked_at = now
+        session.add(row)
+    session.flush()
+    update.fail_over = cameras_on_failed_volumes(session)
+    return update
+
+
+def cameras_on_failed_volumes(session: Session) -> dict[str, list[str]]:
+    """Server → its cameras (still recording there) whose write paths are all on failed volumes."""
+    failed = failed_volumes(session)
+    if not failed:
+        return {}
+    storage = inventory.storage_settings(session)
+    drives: dict[str, set[str]] = {}
+    for vol in inventory.list_volumes(session):
+        drives.setdefault(vol.server_name, set()).add(vol.drive.upper())
+    out: dict[str, list[str]] = {}
+    for server in sorted({s for s, _ in failed}):
+        for cam in inventory.list_cameras(session, current=server):
+            own = [d for d in camera_drives(cam, storage) if d in drives.get(server, set())]
+            if own and all((server, d) in failed for d in own) and cam.state != CameraState.offline:
+                out.setdefault(server, []).append(cam.id)
+    return out

@@ -1,0 +1,119 @@
+"""Watchdog tasks: the newest segment of the cameras due a look, volume probes, failing cameras over alone.
+
+Each task handles the whole batch of one sweep (one thread per server inside the core); volumes are
+opened once per server volume and kept for a few minutes across sweeps, so SMB logons are not repeated
+every ``health_interval``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger, task
+
+from farmkeeper import failover as core_failover
+from farmkeeper import watchdog
+from farmkeeper.storage import Volume, VolumeAccess, open_volume
+from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+
+KEEP_OPEN_S = 300.0
+
+
+class VolumePool:
+    """Open volumes by (server, drive), reused across sweeps for ``KEEP_OPEN_S`` (then reopened)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[VolumeAccess, tuple[Volume, float]] = {}
+
+    def get(self, access: VolumeAccess, prefer: str) -> Volume:
+        with self._lock:
+            held = self._open.get(access)
+        if held is not None and time.monotonic() - held[1] < KEEP_OPEN_S:
+            return held[0]
+        volume = open_volume(access, prefer=prefer)  # type: ignore[arg-type]
+        with self._lock:
+            old = self._open.get(access)
+            self._open[access] = (volume, time.monotonic())
+        if old is not None:
+            old[0].close()
+        return volume
+
+    def drop(self, access: VolumeAccess) -> None:
+        with self._lock:
+            held = self._open.pop(access, None)
+        if held is not None:
+            held[0].close()
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._open = list(self._open.values()), {}
+        for volume, _ in held:
+            volume.close()
+
+
+POOL = VolumePool()
+
+
+@contextmanager
+def opener(servers: list[str]) -> Iterator[watchdog.VolumeOpener]:
+    """``(server, drive) → Volume`` for the named servers (credentials resolved once per sweep)."""
+    accesses = {(v.server, v.drive): v.access for v in farm_volumes(sorted(set(servers)))}
+    prefer = storage_prefer()
+
+    def open_one(server: str, drive: str) -> Volume:
+        access = accesses.get((server, drive))
+        if access is None:
+            raise LookupError(f"no volume {drive}: on {server}")
+        return POOL.get(access, prefer)
+
+    yield open_one
+
+
+@task(name="watch-recordings", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
+def watch_recordings() -> watchdog.WatchUpdate:
+    """Look at the newest segment of every camera due a look; record stalled and resumed cameras."""
+    logger = get_run_logger()
+    with inventory_session() as session:
+        checks = watchdog.plan_checks(session)
+    if not checks:
+        return watchdog.WatchUpdate()
+    with opener([c.server for c in checks]) as open_one:
+        sightings = watchdog.look(checks, open_one)
+    with inventory_session() as session:
+        update = watchdog.record_sightings(session, sightings, checks=checks)
+    if update.errors:
+        logger.info("watchdog could not look at %d camera(s): %s", len(update.errors),
+                    "; ".join(f"{c}: {e}" for c, e in list(update.errors.items())[:5]))
+    return update
+
+
+@task(name="check-volumes", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
+def check_volumes() -> watchdog.VolumeUpdate:
+    """Probe every volume of a live server (write the probe file, compare the floor); record failures."""
+    with inventory_session() as session:
+        checks = watchdog.plan_volume_checks(session)
+    if not checks:
+        return watchdog.VolumeUpdate()
+    with opener([c.server for c in checks]) as open_one:
+        probes = watchdog.probe_volumes(checks, open_one)
+    with inventory_session() as session:
+        return watchdog.record_volume_probes(session, probes)
+
+
+@task(name="fail-over-cameras", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
+def fail_over_cameras(server: str, cameras: list[str], reason: str,
+                      mark_left: bool = True) -> core_failover.FailoverResult:
+    """Fail over only ``cameras`` of a live ``server`` (same planner and events as a server failover)."""
+    with inventory_session() as session:
+        return core_failover.apply_camera_failover(session, server, cameras, reason=reason, mark_left=mark_left)
+
+
+@task(name="recover-server-storage", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
+def recover_server(server: str) -> core_failover.RecoveryResult:
+    """A failed volume takes its probe again: recover the server like one that answers again."""
+    with inventory_session() as session:
+        return core_failover.apply_recovery(session, server)

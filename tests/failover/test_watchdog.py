@@ -1,0 +1,202 @@
+"""The recording watchdog and volume failure in the core, on a simulated clock over real footage folders."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farmkeeper import inventory, watchdog
+from farmkeeper.db import ensure_schema, get_engine, session_scope
+from farmkeeper.layout import video_path
+from farmkeeper.models import CameraState, ServerState
+from farmkeeper.storage import VolumeAccess
+from farmkeeper.storage.local import LocalVolume
+from tests.failover.conftest import Farm
+
+T0 = datetime(2026, 11, 26, 10, 50, tzinfo=UTC)      # the timeline crosses an hour folder
+
+
+def db() -> Any:
+    return session_scope(ensure_schema(get_engine()))
+
+
+def servers_up(*names: str, since: datetime) -> None:
+    with db() as s:
+        for name in names:
+            server = inventory.get_server(s, name)
+            server.state, server.state_changed_at = ServerState.up, since
+            s.add(server)
+
+
+def opener(farm: Farm) -> Callable[[str, str], LocalVolume]:
+    return lambda server, drive: LocalVolume(VolumeAccess(server=server, drive=drive,
+                                                          local_path=str(farm.volumes[server])))
+
+
+def write_segment(root: Path, camera: str, start: datetime, *, closed: bool = True) -> None:
+    path = root / video_path(camera, 0, start).relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path if closed else path.with_name("." + path.name)).write_bytes(b"x")
+
+
+def sweep(farm: Farm, now: datetime) -> watchdog.WatchUpdate:
+    with db() as s:
+        checks = watchdog.plan_checks(s, now)
+    sightings = watchdog.look(checks, opener(farm))
+    with db() as s:
+        return watchdog.record_sightings(s, sightings, now, checks=checks)
+
+
+def state(camera: str) -> tuple[str | None, CameraState]:
+    with db() as s:
+        cam = inventory.get_camera(s, camera)
+        return cam.current, cam.state
+
+
+@pytest.fixture
+def farm(make_farm: Callable[..., Farm]) -> Farm:
+    farm = make_farm([("p1", "primary"), ("r1", "redundant")],
+                     [{"id": "cam-a", "home": "p1"}, {"id": "cam-b", "home": "p1", "stall_after": "5m"}])
+    farm.data["farm"]["stall_after"] = "2m"
+    with db() as s:
+        inventory.farm_settings(s).stall_after_s = 120.0
+    servers_up("p1", "r1", since=T0 - timedelta(hours=1))
+    return farm
+
+
+def test_stalled_once_and_resumed_once_under_jitter(farm: Farm) -> None:
+    """1-minute segments closing 0..50 s late; a 9-minute outage; sweeps every 10 s for 30 minutes."""
+    rng = random.Random(7)
+    root = farm.volumes["p1"]
+    outage = (T0 + timedelta(minutes=12), T0 + timedelta(minutes=21))
+    segments = [T0 - timedelta(minutes=5) + timedelta(minutes=i) for i in range(40)]
+    closes = {s: s + timedelta(seconds=60 + rng.uniform(0, 50)) for s in segments
+              if not outage[0] <= s < outage[1]}
+    stalls: list[tuple[datetime, watchdog.Stall]] = []
+    resumes: list[tuple[datetime, watchdog.Resume]] = []
+    looked = 0
+    now = T0
+    pending = sorted(closes.items(), key=lambda item: item[1])
+    while now < T0 + timedelta(minutes=30):
+        while pending and pending[0][1] <= now:
+            start, _ = pending.pop(0)
+            write_segment(root, "cam-a", start)
+            write_segment(root, "cam-b", start)
+        update = sweep(farm, now)
+        looked += update.checked
+        stalls += [(now, s) for s in update.stalled]
+        resumes += [(now, r) for r in update.resumed]
+        now += timedelta(seconds=10)
+    # cam-a: one stall, stall_after (2 min) after its last segment ended, naming the last segment's time
+    assert sorted((s.camera, s.server) for _, s in stalls) == [("cam-a", "p1"), ("cam-b", "p1")]
+    at, stall = next((at, s) for at, s in stalls if s.camera == "cam-a")
+    last = outage[0] - timedelta(minutes=1)
+    assert stall.last_segment_at == last
+    assert last + timedelta(minutes=3) <= at <= last + timedelta(minutes=3, seconds=60)
+    # one resume, once the first segment after the outage is closed
+    assert sorted((r.camera, r.last_segment_at) for _, r in resumes) == [("cam-a", outage[1]), ("cam-b", outage[1])]
+    assert all(at >= closes[outage[1]] for at, _ in resumes)
+    assert state("cam-a") == ("p1", CameraState.recording)
+    # cam-b has stall_after 5m: stalled 3 minutes later than cam-a
+    b_at = next(at for at, s in stalls if s.camera == "cam-b")
+    assert b_at - at >= timedelta(minutes=3) - timedelta(seconds=60)
+    # only cameras due a look were listed: far fewer looks than cameras x sweeps
+    assert looked < 2 * 180 / 2
+
+
+def test_short_gaps_below_stall_after_never_stall(farm: Farm) -> None:
+    root = farm.volumes["p1"]
+    seen = []
+    for minute in range(20):
+        now = T0 + timedelta(minutes=minute)
+        if minute % 3 != 2:                       # every third segment missing: a 2-minute hole, no stall
+            write_segment(root, "cam-a", now - timedelta(minutes=1))
+        write_segment(root, "cam-a", now, closed=False)
+        seen += sweep(farm, now).stalled + sweep(farm, now + timedelta(seconds=30)).stalled
+    assert [s.camera for s in seen if s.camera == "cam-a"] == []
+    assert state("cam-a")[1] == CameraState.recording
+
+
+def test_never_recorded_camera_stalls_after_stall_after_from_first_look(farm: Farm) -> None:
+    assert sweep(farm, T0).stalled == []
+    assert [s.camera for s in sweep(farm, T0 + timedelta(minutes=2)).stalled] == ["cam-a"]
+    stalled = sweep(farm, T0 + timedelta(minutes=5, seconds=1)).stalled
+    assert [(s.camera, s.last_segment_at) for s in stalled] == [("cam-b", None)]
+
+
+def test_failover_stalled_moves_the_camera_alone_like_a_failover(farm: Farm) -> None:
+    from sqlmodel import select
+
+    from farmkeeper.failover import apply_camera_failover, open_failover_events
+    from farmkeeper.models import Camera, FailoverEvent
+
+    with db() as s:
+        cam = s.get(Camera, "cam-a")
+        assert cam is not None
+        cam.failover_stalled = True
+        s.add(cam)
+    sweep(farm, T0)
+    update = sweep(farm, T0 + timedelta(minutes=3))
+    assert update.fail_over == {"p1": ["cam-a"]}          # cam-b (5m) is not stalled, cam-a only
+    with db() as s:
+        result = apply_camera_failover(s, "p1", update.fail_over["p1"], reason="camera stalled",
+                                       mark_left=False)
+    assert [(m.camera, m.to_server) for m in result.moved] == [("cam-a", "r1")]
+    assert state("cam-a") == ("r1", CameraState.recording) and state("cam-b") == ("p1", CameraState.recording)
+    with db() as s:
+        events = open_failover_events(s, camera="cam-a")
+        assert [(e.from_server, e.to_server, e.reason) for e in events] == [("p1", "r1", "camera stalled")]
+        assert len(s.exec(select(FailoverEvent)).all()) == 1
+    # on r1 the clock starts again: no stall before stall_after there
+    assert sweep(farm, T0 + timedelta(minutes=4)).stalled == []
+
+
+@pytest.fixture
+def read_only_volume(farm: Farm) -> Iterator[Path]:
+    path = farm.volumes["p1"]
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs at {path} (needs root / CAP_SYS_ADMIN): {mounted.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def probe(farm: Farm, now: datetime) -> watchdog.VolumeUpdate:
+    with db() as s:
+        checks = watchdog.plan_volume_checks(s)
+    probes = watchdog.probe_volumes(checks, opener(farm), now)
+    with db() as s:
+        return watchdog.record_volume_probes(s, probes, now)
+
+
+def test_read_only_volume_fails_its_cameras_over_after_down_after_and_recovers(
+        farm: Farm, read_only_volume: Path) -> None:
+    from farmkeeper.failover import apply_camera_failover, apply_recovery
+
+    assert probe(farm, T0).transitions == []
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_volume)], check=True)
+    assert probe(farm, T0 + timedelta(seconds=1)).transitions == []          # not yet: down_after is 5 s
+    assert probe(farm, T0 + timedelta(seconds=4)).transitions == []
+    update = probe(farm, T0 + timedelta(seconds=7))
+    assert [(t.server, t.drive, t.failed) for t in update.transitions] == [("p1", "D", True)]
+    assert "cannot write" in (update.transitions[0].error or "")
+    assert update.fail_over == {"p1": ["cam-a", "cam-b"]}
+    with db() as s:
+        assert watchdog.plan_checks(s, T0 + timedelta(hours=1)) == []       # stall checks leave them alone
+        moved = apply_camera_failover(s, "p1", update.fail_over["p1"], reason="storage failed")
+    assert sorted(m.camera for m in moved.moved) == ["cam-a", "cam-b"]
+    assert probe(farm, T0 + timedelta(seconds=9)).transitions == []          # reported once
+    subprocess.run(["mount", "-o", "remount,rw", str(read_only_volume)], check=True)
+    back = probe(farm, T0 + timedelta(seconds=11))
+    assert [(t.server, t.failed) for t in back.transitions] == [("p1", False)] and back.fail_over == {}
+    with db() as s:
+        assert apply_recovery(s, "p1").became_redundant                    # camera-less: redundant, like a server
