@@ -26,13 +26,14 @@ from farmkeeper.models import (
     StorageSettings,
     Volume,
 )
+from farmkeeper.notify import redact_target
 from farmkeeper.specs import (
+    BOUNDS,
     StoragePathList,
     WindowsPath,
     format_duration,
     format_size,
     parse_duration,
-    parse_size,
     parse_stream_days,
 )
 
@@ -41,101 +42,265 @@ Path_ = tuple[str | int, ...]
 
 # --- YAML with line numbers ---------------------------------------------------------------------
 
+MAX_FILE_CHARS = 16 * 2**20    # a 4 500-camera farm file is ~0.5 MB
+MAX_DEPTH = 64                 # the farm file nests 5 deep; YAML bombs and stack overflows nest thousands
+MAX_NODES = 50_000             # values, keys included: ~4 500 cameras written as flow mappings
+MAX_SCALAR_CHARS = 4096
+# control characters, lone surrogates, line/paragraph separators, bidirectional overrides: never in a farm file
+_BAD_CHARS_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NOTHING = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+_EVENT_LOADER: Any = _CSafeLoader or yaml.SafeLoader
+
+
+@dataclass
+class _Open:
+    """A mapping or sequence being built from YAML events."""
+
+    value: dict[str, Any] | list[Any]
+    path: Path_
+    key: str | None = None
+
+
+class _Builder:
+    """Plain data from YAML events, one event at a time (no recursion, no alias expansion).
+
+    Refuses aliases and anchors, nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES`` values and
+    over-long or control-character scalars as it reads, so a hostile file costs what its first bad event costs.
+    """
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: dict[Path_, int] = {}
+        self.problems: list[str] = []
+        self.stack: list[_Open] = []
+        self.root: Any = _NOTHING
+        self.nodes = 0
+        self.documents = 0
+        self.scalars = yaml.SafeLoader("")   # tag resolution and scalar construction only
+
+    def fail(self, line: int, path: Path_, message: str) -> FarmFileError:
+        where = f"{_dotted(path)}: " if path else ""
+        return FarmFileError([*self.problems, f"{self.filename}:{line}: {where}{message}"])
+
+    def feed(self, event: yaml.Event) -> None:
+        kind = type(event)
+        if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            self.stack.pop()
+            return
+        line = event.start_mark.line + 1 if event.start_mark is not None else 1
+        if kind is yaml.DocumentStartEvent:
+            self.documents += 1
+            if self.documents > 1:
+                raise self.fail(line, (), "one YAML document per farm file (found a second '---')")
+            return
+        if kind is yaml.StreamStartEvent or kind is yaml.StreamEndEvent or kind is yaml.DocumentEndEvent:
+            return
+        parent = self.stack[-1] if self.stack else None
+        is_key = parent is not None and parent.key is None and type(parent.value) is dict
+        path: Path_ = () if parent is None else parent.path
+        if parent is not None and not is_key:
+            path = (*path, parent.key if parent.key is not None else len(parent.value))
+        if kind is yaml.AliasEvent:
+            raise self.fail(line, path, f"YAML aliases (*{event.anchor}) are not allowed in a farm file; "  # type: ignore[attr-defined]
+                                        "write the value out")
+        if event.anchor is not None:  # type: ignore[attr-defined]
+            raise self.fail(line, path, f"YAML anchors (&{event.anchor}) are not allowed in a farm file")  # type: ignore[attr-defined]
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(line, path, f"more than {MAX_NODES} values in one farm file")
+        if is_key:
+            self._key(event, parent, line)  # type: ignore[arg-type]
+            return
+        if path not in self.lines:
+            self.lines[path] = line
+        value: Any
+        if kind is yaml.ScalarEvent:
+            value = self._scalar(event, path, line)  # type: ignore[arg-type]
+        else:
+            if len(self.stack) >= MAX_DEPTH:
+                raise self.fail(line, path, f"nested deeper than {MAX_DEPTH} levels")
+            value = {} if kind is yaml.MappingStartEvent else []
+        if parent is None:
+            self.root = value
+        elif parent.key is not None:
+            parent.value[parent.key] = value  # type: ignore[call-overload]
+            parent.key = None
+        else:
+            parent.value.append(value)  # type: ignore[union-attr]
+        if kind is not yaml.ScalarEvent:
+            self.stack.append(_Open(value, path))
+
+    def _key(self, event: yaml.Event, parent: _Open, line: int) -> None:
+        if type(event) is not yaml.ScalarEvent:
+            raise self.fail(line, parent.path, "a key must be a plain name, not a list or mapping")
+        key = event.value
+        self._check_text(key, parent.path, line)
+        if key in parent.value:
+            raise self.fail(line, (*parent.path, key), "key given twice")
+        self.lines[(*parent.path, key)] = line
+        parent.key = key
+
+    def _scalar(self, event: yaml.ScalarEvent, path: Path_, line: int) -> Any:
+        tag, text = event.tag, event.value
+        if tag is None or tag == "!":
+            tag = self.scalars.resolve(yaml.ScalarNode, text, event.implicit)  # type: ignore[no-untyped-call]
+        if tag == _STR_TAG:
+            value: Any = text
+        else:
+            if len(text) > 100:
+                raise self.fail(line, path, f"too long for a YAML {tag.rsplit(':', 1)[-1]} (more than 100 characters)")
+            construct = self.scalars.yaml_constructors.get(tag)
+            if construct is None:
+                raise self.fail(line, path, f"the YAML tag {tag} is not allowed in a farm file")
+            node = yaml.ScalarNode(tag, text, None, None, event.style)
+            try:
+                value = construct(self.scalars, node)
+            except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
+                problem = getattr(exc, "problem", None) or str(exc)
+                raise self.fail(line, path, f"not a valid value: {_one_line(problem)}") from None
+        if type(value) is str:
+            self._check_text(value, path, line)
+        return value
+
+    def _check_text(self, text: str, path: Path_, line: int) -> None:
+        if len(text) > MAX_SCALAR_CHARS:
+            self.problems.append(f"{self.filename}:{line}: {_dotted(path) or 'value'}: longer than "
+                                 f"{MAX_SCALAR_CHARS} characters")
+        bad = _BAD_CHARS_RE.search(text)
+        if bad:
+            self.problems.append(f"{self.filename}:{line}: {_dotted(path) or 'value'}: control character "
+                                 f"{ascii(bad.group())} is not allowed")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, filename: str) -> FarmFileError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+    opened = getattr(exc, "context_mark", None)
+    context = str(getattr(exc, "context", None) or "")
+    if opened is not None and mark is not None and opened.line < mark.line and (
+            "stream end" in problem or "flow" in context or "quoted" in context):
+        mark = opened   # an unclosed bracket or quote: point at where it opened
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(getattr(exc, "position", None), int):
+        line = text.count("\n", 0, exc.position) + 1  # type: ignore[attr-defined]
+    else:
+        line = 1
+    character = getattr(exc, "character", None)
+    if isinstance(character, int | str) and not getattr(exc, "problem", None):
+        code = character if isinstance(character, int) else ord(character[:1] or "\0")
+        problem = f"character #x{code:04x} is not allowed"
+    if "nesting depth" in problem:   # libyaml's own limit (1000), met while reading ahead of ours
+        return FarmFileError([f"{filename}:{line}: nested deeper than {MAX_DEPTH} levels"])
+    return FarmFileError([f"{filename}:{line}: not valid YAML: {_one_line(problem)}"])
+
+
 def load_yaml_with_lines(text: str, filename: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML into plain data plus a map from each key path to its 1-based line."""
-    lines: dict[Path_, int] = {}
+    """Parse YAML into plain data plus a map from each key path to its 1-based line.
+
+    Hostile input is refused before it costs anything: no aliases or anchors (nothing is expanded), at most
+    ``MAX_DEPTH`` levels, ``MAX_NODES`` values and ``MAX_SCALAR_CHARS`` per value, no control characters.
+    """
+    if len(text) > MAX_FILE_CHARS:
+        raise FarmFileError([f"{filename}:1: the farm file is larger than {MAX_FILE_CHARS // 2**20} MiB"])
+    builder = _Builder(filename)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        for event in yaml.parse(text, Loader=_EVENT_LOADER):
+            builder.feed(event)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        if "stream end" in problem and getattr(exc, "context_mark", None) is not None:
-            mark = exc.context_mark  # type: ignore[attr-defined]  # unclosed bracket or quote: point at where it opened
-        line = mark.line + 1 if mark else 1
-        raise FarmFileError([f"{filename}:{line}: not valid YAML: {problem}"]) from None
-    if node is None:
-        return {}, lines
-
-    def build(n: yaml.Node, path: Path_) -> Any:
-        lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in n.value:
-                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
-                if key in out:
-                    raise FarmFileError([f"{filename}:{key_node.start_mark.line + 1}: {_dotted((*path, key))}: "
-                                         "key given twice"])
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = build(value_node, (*path, key))
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [build(item, (*path, i)) for i, item in enumerate(n.value)]
-        loader = yaml.SafeLoader("")
-        return loader.construct_object(n, deep=True)
-
-    return build(node, ()), lines
+        raise _yaml_error(exc, text, filename) from None
+    if builder.problems:
+        raise FarmFileError(builder.problems)
+    return ({} if builder.root is _NOTHING else builder.root), builder.lines
 
 
 def _dotted(path: Path_) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and not part.isprintable():
+            part = ascii(part)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
 # --- schema -------------------------------------------------------------------------------------
 
-def _duration(v: Any) -> float:
-    try:
-        return parse_duration(v)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from None
+def _bounded(key: str, kind: str) -> BeforeValidator:
+    """A validator that reads a farm-file number of ``kind`` and checks it against ``BOUNDS[key]``."""
+    bounds = BOUNDS[key]
+    read = {"duration": bounds.duration, "size": bounds.size, "integer": bounds.integer,
+            "number": bounds.number}[kind]
+    return BeforeValidator(read)
 
 
-def _size(v: Any) -> int:
-    try:
-        return parse_size(v)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from None
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, _bounded("size", "size")]
+Days = Annotated[int, _bounded("days", "integer")]
+Percent = Annotated[float, _bounded("percent", "number")]
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-Size = Annotated[int, BeforeValidator(_size)]
+def _notify_entry(v: Any) -> str | dict[str, str]:
+    """A notify entry: an apprise URL, ``{env: NAME}`` or ``{secret: BLOCK}``."""
+    if isinstance(v, str):
+        if "://" not in v:
+            raise ValueError(f"not an apprise URL: {redact_target(v)} (give scheme://..., {{env: NAME}} or "
+                             "{secret: BLOCK})")
+        return v
+    if isinstance(v, dict):
+        if set(v) - {"env", "secret"} or len(v) != 1:
+            raise ValueError("a reference is {env: NAME} or {secret: BLOCK}, one key")
+        (kind, name), = v.items()
+        pattern = r"[A-Za-z_][A-Za-z0-9_]{0,127}" if kind == "env" else r"[a-z0-9][a-z0-9-]{0,127}"
+        if not isinstance(name, str) or not re.fullmatch(pattern, name):
+            what = "an environment variable name" if kind == "env" else "a Prefect block name (a-z, 0-9, -)"
+            raise ValueError(f"{kind}: {name!r} is not {what}")
+        return {kind: name}
+    raise ValueError("a notify entry is an apprise URL, {env: NAME} or {secret: BLOCK}")
+
+
+NotifyEntry = Annotated[str | dict[str, str], BeforeValidator(_notify_entry)]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class FarmSpec(_Spec):
-    name: str = Field("farm", min_length=1)
-    down_after: Duration = Field(30.0, ge=5, description="a server is down after failing probes this long")
-    health_interval: Duration = Field(10.0, ge=1)
-    notify: list[str] = Field(default_factory=list)
-    ownership_margin: float = Field(0.1, ge=0, le=10)
-    auto_swap_back_after: Duration | None = None
-    purge_guard_percent: float = Field(50, gt=0, le=100)
-    clock_skew_max: Duration = 60.0
-    stall_after: Duration = Field(120.0, ge=5, description="a recording camera without a new segment is stalled")
+    name: str = Field("farm", min_length=1, max_length=200)
+    down_after: Annotated[float, _bounded("down_after", "duration")] = Field(
+        30.0, description="a server is down after failing probes this long")
+    health_interval: Annotated[float, _bounded("health_interval", "duration")] = 10.0
+    notify: list[NotifyEntry] = Field(default_factory=list, max_length=100)
+    ownership_margin: Annotated[float, _bounded("ownership_margin", "number")] = 0.1
+    auto_swap_back_after: Annotated[float, _bounded("auto_swap_back_after", "duration")] | None = None
+    purge_guard_percent: Percent = 50
+    clock_skew_max: Annotated[float, _bounded("clock_skew_max", "duration")] = 60.0
+    stall_after: Annotated[float, _bounded("stall_after", "duration")] = Field(
+        120.0, description="a recording camera without a new segment is stalled")
     failover_stalled: bool = False
 
-    @field_validator("notify")
+    @field_validator("purge_guard_percent")
     @classmethod
-    def _urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if "://" not in url:
-                raise ValueError(f"not an apprise URL: {url!r}")
-        return urls
+    def _above_zero(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"{v:g} is out of range: more than 0, at most 100")
+        return v
 
 
 class StorageSpec(_Spec):
     min_free: Size = 0
-    min_free_percent: float = Field(0, ge=0, lt=100)
+    min_free_percent: Percent = Field(0, lt=100)
     availability: Availability = Availability.failover
     limit_storage_days: bool = False
-    default_max_storage_days: int = Field(30, ge=1)
+    default_max_storage_days: Days = 30
     keep_metadata_longer: bool = False
-    default_metadata_days: int = Field(90, ge=1)
+    default_metadata_days: Days = 90
     default_path: str = "D:\\Data"
 
     @field_validator("default_path")
@@ -148,8 +313,8 @@ class StorageSpec(_Spec):
 
 
 class SmbSpec(_Spec):
-    port: int = Field(445, ge=1, le=65535)
-    username: str = ""
+    port: Annotated[int, _bounded("port", "integer")] = 445
+    username: str = Field("", max_length=256)
     password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     password_secret: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$")
     signing: bool = True
@@ -157,7 +322,7 @@ class SmbSpec(_Spec):
 
 class VolumeSpec(_Spec):
     drive: str = Field(pattern=r"^[A-Za-z]$")
-    path: str | None = None
+    path: str | None = Field(None, max_length=4096)
     capacity: Size | None = None
 
     @field_validator("drive")
@@ -171,16 +336,16 @@ _HEALTH_RE = re.compile(r"^(tcp://[^/:]+:\d{1,5}|https?://\S+|smb)$")
 
 class ServerSpec(_Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    host: str = Field(min_length=1)
+    host: str = Field(min_length=1, max_length=253)
     role: Role = Role.primary
     master: bool = False
     health: str = "smb"
     san_failover_mode: bool = False
     smb: SmbSpec = Field(default_factory=SmbSpec)
-    max_cameras: int | None = Field(None, ge=0)
+    max_cameras: Annotated[int, _bounded("max_cameras", "integer")] | None = None
     maintenance: bool = False
     volumes: list[VolumeSpec] = Field(default_factory=list)
-    failover_to: list[str] = Field(default_factory=list)
+    failover_to: list[str] = Field(default_factory=list, max_length=100)
 
     @field_validator("health")
     @classmethod
@@ -192,14 +357,14 @@ class ServerSpec(_Spec):
 
 class CameraSpec(_Spec):
     id: str
-    name: str = ""
+    name: str = Field("", max_length=200)
     home: str
     movable: bool = True
-    streams: int = Field(1, ge=1, le=16)
+    streams: Annotated[int, _bounded("streams", "integer")] = 1
     storage_path: str | None = None
     max_storage_days: str | None = None
-    priority: int = Field(3, ge=1, le=5)
-    stall_after: Duration | None = Field(None, ge=5)
+    priority: Annotated[int, _bounded("priority", "integer")] = 3
+    stall_after: Annotated[float, _bounded("stall_after", "duration")] | None = None
     failover_stalled: bool | None = None
 
     @field_validator("id")
@@ -270,10 +435,19 @@ def parse_farm_file(text: str, filename: str = "farm.yaml") -> FarmFile:
 def load_farm_file(path: str | Path) -> FarmFile:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE_CHARS * 4 + 1)
     except OSError as exc:
         raise FarmFileError([f"{p}: cannot read the farm file: {exc.strerror}"]) from None
-    return parse_farm_file(text, str(path))
+    if len(raw) > MAX_FILE_CHARS * 4:
+        raise FarmFileError([f"{p}:1: the farm file is larger than {MAX_FILE_CHARS // 2**20} MiB"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise FarmFileError([f"{p}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the farm file as UTF-8"]
+                            ) from None
+    return parse_farm_file(text.removeprefix("\ufeff"), str(path))
 
 
 def _reject_plain_passwords(data: dict[str, Any], problems: _Problems) -> None:
@@ -288,6 +462,11 @@ def _reject_plain_passwords(data: dict[str, Any], problems: _Problems) -> None:
 
 
 def _cross_check(spec: FarmFile, problems: _Problems) -> None:
+    if spec.farm.health_interval > spec.farm.down_after:
+        problems.add(("farm", "health_interval"),
+                     f"{format_duration(spec.farm.health_interval)} is longer than down_after "
+                     f"{format_duration(spec.farm.down_after)} (range {BOUNDS['health_interval'].spell(0.5)} .. "
+                     "down_after): a server would be down between two probes")
     names = {s.name for s in spec.servers}
     drives_by_server: dict[str, set[str]] = {}
     for i, server in enumerate(spec.servers):

@@ -78,7 +78,8 @@ class FarmSettings(SQLModel, table=True):
     name: str = "farm"
     down_after_s: float = 30.0
     health_interval_s: float = 10.0
-    notify: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # apprise URLs, or references to them: {"env": NAME} / {"secret": BLOCK}
+    notify: list[str | dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     ownership_margin: float = 0.1          # a challenger needs this much more (fraction) to take a home
     auto_swap_back_after_s: float | None = None
     purge_guard_fraction: float = 0.5      # retention refuses to delete more than this share of a volume

@@ -2,27 +2,161 @@
 
 A failing target is logged and retried a few times; it never raises into the caller, so a
 notification can never fail a failover. Messages pass through ``redact`` first.
+
+Secrets: a target is named anywhere (logs, artifacts, exception texts, ``status``) only by
+``redact_target`` (apprise's own privacy form of the URL, which knows where each service keeps its
+token); the raw URL's secret parts are remembered when a target is resolved and ``redact`` removes
+them from any text, apprise's own log records included. Farm-file entries may be references,
+``{env: NAME}`` or ``{secret: BLOCK}``, resolved only when a notification is sent (``resolve_targets``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
 
 logger = logging.getLogger(__name__)
+
+NotifyEntry = str | Mapping[str, str]   # an apprise URL, {"env": NAME} or {"secret": BLOCK}
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]{0,31})://")
+_known_secrets: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def redact_target(target: NotifyEntry) -> str:
+    """How a notification target is shown anywhere: apprise's privacy form of the URL, never the raw string.
+
+    A reference is shown as the reference (``{env: NAME}``); a URL apprise cannot read as its scheme only.
+    """
+    if isinstance(target, Mapping):
+        return ", ".join(f"{{{k}: {v}}}" for k, v in target.items())
+    plugin = _instantiate(target)
+    if plugin is None:
+        scheme = _SCHEME_RE.match(target)
+        return f"{scheme.group(1).lower()}://***" if scheme else "***"
+    shown = _mask_query(str(plugin.url(privacy=True)))
+    secrets = _url_secrets(target, shown)
+    remember_secrets(secrets)
+    return _replace_secrets(shown, secrets)
+
+
+# apprise's privacy form hides tokens and passwords but shows query arguments as given: HTTP headers
+# (``+X-Api-Key=...``) and secret-named arguments are masked here too.
+_QUERY_SECRET_RE = re.compile(
+    r"([?&](?:\+|%2B)[^=&#]*|[?&][^=&#]*(?:token|key|secret|pass|auth|sig|cred)[^=&#]*)=([^&#]*)", re.IGNORECASE)
+
+
+def _mask_query(shown: str) -> str:
+    return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***" if m.group(2) else m.group(0), shown)
+
+
+def _instantiate(url: str) -> Any:
+    import apprise
+
+    try:
+        return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    except Exception:  # noqa: BLE001 - apprise raises anything on odd input; an unreadable URL is shown masked
+        return None
+
+
+def _url_secrets(url: str, shown: str) -> set[str]:
+    """The parts of a raw URL that its privacy form hides (tokens, passwords, webhook ids)."""
+    pieces = re.split(r"[/:@?&=#,;+ ]+", unquote(url.split("://", 1)[-1]))
+    out = {p for p in pieces if len(p) >= 4 and p not in shown}
+    _, _, rest = url.partition("://")
+    out |= {p for p in re.split(r"[/:@?&=#,;+ ]+", rest) if len(p) >= 4 and p not in shown}
+    return out
+
+
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """Secrets ``redact`` removes from every text from now on (this process)."""
+    with _known_lock:
+        _known_secrets.update(s for s in secrets if s)
+
+
+def _replace_secrets(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass
+class Resolved:
+    """Notify entries resolved to apprise URLs (kept out of sight), with why some could not be."""
+
+    urls: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def resolve_targets(entries: Iterable[NotifyEntry], *, secret_loader: Callable[[str], str] | None = None,
+                    environ: Mapping[str, str] | None = None) -> Resolved:
+    """The URLs of the farm file's notify entries: plain URLs as they are, ``{env: NAME}`` from the
+    environment, ``{secret: BLOCK}`` through ``secret_loader`` (a Prefect Secret block); read now, not stored."""
+    env = os.environ if environ is None else environ
+    out = Resolved()
+    for entry in entries:
+        if isinstance(entry, str):
+            url: str | None = entry
+        elif "env" in entry:
+            url = env.get(entry["env"]) or None
+            if url is None:
+                out.problems.append(f"notify {redact_target(entry)}: environment variable {entry['env']} is not set")
+        elif "secret" in entry:
+            url = None
+            if secret_loader is None:
+                out.problems.append(f"notify {redact_target(entry)}: Prefect Secret blocks are read only in flows")
+            else:
+                try:
+                    url = str(secret_loader(entry["secret"])) or None
+                except Exception as exc:  # noqa: BLE001 - a missing block is reported, never raised into a failover
+                    out.problems.append(f"notify {redact_target(entry)}: cannot read the Secret block "
+                                        f"({type(exc).__name__})")
+        else:
+            out.problems.append(f"notify {redact_target(entry)}: not a reference ({{env: NAME}} or {{secret: BLOCK}})")
+            continue
+        if url is not None:
+            redact_target(url)   # remembers its secrets before anything can log it
+            out.urls.append(url)
+    return out
+
+
+class RedactingFilter(logging.Filter):
+    """Removes remembered secrets from log records (installed on apprise's logger, which logs request URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _known_secrets:
+            message = record.getMessage()
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redact apprise's own log records (its debug lines carry the full request URL); idempotent."""
+    for name in ("apprise",):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())
 
 _SECRET_RE = re.compile(r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)(\S+)")
 _URL_CRED_RE = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]+):([^@\s/]+)@", re.IGNORECASE)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secrets and ``password=...``/``user:pass@`` patterns from a text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """Remove known secrets (``secrets`` and every notification secret seen) and ``password=...``/``user:pass@``
+    patterns from a text."""
+    with _known_lock:
+        known = set(_known_secrets)
+    text = _replace_secrets(text, known.union(s for s in secrets if s))
     text = _SECRET_RE.sub(r"\1\2***", text)
     return _URL_CRED_RE.sub(r"\1:***@", text)
 
@@ -42,13 +176,14 @@ def notify(urls: Sequence[str], title: str, body: str, *, kind: str = "info", re
     """Send ``title``/``body`` to every URL; ``kind`` is info | success | warning | failure."""
     import apprise
 
+    install_log_redaction()
+    shown_urls = [redact_target(url) for url in urls]   # remembers every URL's secrets first
     secrets = list(secrets)
     title, body = redact(title, secrets), redact(body, secrets)
     notify_type = {"success": apprise.NotifyType.SUCCESS, "warning": apprise.NotifyType.WARNING,
                    "failure": apprise.NotifyType.FAILURE}.get(kind, apprise.NotifyType.INFO)
     result = NotifyResult()
-    for url in urls:
-        shown = redact(url)
+    for url, shown in zip(urls, shown_urls, strict=True):
         target = apprise.Apprise()
         if not target.add(url):
             logger.warning("notification target %s is not a valid apprise URL", shown)

@@ -1,8 +1,12 @@
-"""Value specs of the farm file: sizes, durations, storage path lists and per-stream days."""
+"""Value specs of the farm file: sizes, durations, storage path lists and per-stream days, and the range of
+every number the farm file holds (``BOUNDS``): a value outside its range is refused with the range in the error.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,9 +18,91 @@ _SIZE_UNITS = {
     "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50,
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([A-Za-z]{0,3})\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?)(ms|s|m|h|d|w)")
+
+MAX_SIZE = 2**60                  # 1 EiB: no volume is larger, and it fits every database's 64-bit integer
+MAX_DURATION_S = 36500 * 86400.0  # 100 years: any longer duration is a typo, and datetime arithmetic overflows
+
+
+# --- ranges ----------------------------------------------------------------------------------------
+
+def _plain(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The inclusive range of one farm-file number; ``check`` refuses NaN, ±inf and anything outside it."""
+
+    low: float
+    high: float
+    spell: Callable[[float], str] = _plain
+
+    def __str__(self) -> str:
+        return f"{self.spell(self.low)} .. {self.spell(self.high)}"
+
+    def check(self, value: float) -> float:
+        if not math.isfinite(value):
+            raise SpecError(f"must be a finite number in {self} (got {value})")
+        if not self.low <= value <= self.high:
+            raise SpecError(f"{self.spell(value)} is out of range {self}")
+        return value
+
+    def duration(self, value: object) -> float:
+        """A duration (``'30s'``, a number of seconds) inside this range."""
+        return self.check(parse_duration(value))  # type: ignore[arg-type]
+
+    def size(self, value: object) -> int:
+        """A size (``'50GB'``, a number of bytes) inside this range."""
+        return int(self.check(parse_size(value)))  # type: ignore[arg-type]
+
+    def integer(self, value: object) -> int:
+        """A whole number (an int, or a string of digits) inside this range."""
+        return int(self.check(parse_int(value)))
+
+    def number(self, value: object) -> float:
+        """A finite number (int, float, or a string of one) inside this range."""
+        return self.check(parse_number(value))
+
+
+def parse_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise SpecError(f"not a whole number: {value!r}")
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):
+            raise SpecError(f"not a whole number: {value!r}")
+        value = int(value)
+    return value
+
+
+def parse_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SpecError(f"not a number: {value!r}")
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*[-+]?\d{1,30}(\.\d{1,30})?\s*", value):
+            raise SpecError(f"not a number: {value!r}")
+        value = float(value)
+    return float(value)
+
+
+# The range of every number in the farm file, by key (DESIGN.md's farm file). Parsers of new keys use these.
+BOUNDS: dict[str, Bounds] = {
+    "down_after": Bounds(5, 86400, lambda v: format_duration(v)),
+    "health_interval": Bounds(0.5, 86400, lambda v: format_duration(v)),   # and at most down_after
+    "stall_after": Bounds(5, 86400, lambda v: format_duration(v)),
+    "auto_swap_back_after": Bounds(60, 365 * 86400, lambda v: format_duration(v)),
+    "clock_skew_max": Bounds(0, 86400, lambda v: format_duration(v)),
+    "days": Bounds(1, 36500),                      # default_max_storage_days, default_metadata_days, per stream
+    "size": Bounds(0, MAX_SIZE, lambda v: format_size(int(v))),   # min_free, capacity
+    "percent": Bounds(0, 100),                     # min_free_percent, purge_guard_percent
+    "ownership_margin": Bounds(0, 10),
+    "port": Bounds(1, 65535),
+    "max_cameras": Bounds(0, 10000),
+    "streams": Bounds(1, 16),
+    "priority": Bounds(1, 5),
+}
 
 
 def parse_size(value: str | int) -> int:
@@ -24,15 +110,21 @@ def parse_size(value: str | int) -> int:
     if isinstance(value, bool):
         raise SpecError(f"not a size: {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise SpecError(f"size must not be negative: {value}")
-        return value
-    match = _SIZE_RE.match(str(value))
-    unit = match.group(2).upper() if match else ""
-    if not match or unit not in _SIZE_UNITS:
+        n = value
+    elif isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        unit = match.group(2).upper() if match else ""
+        if not match or unit not in _SIZE_UNITS:
+            raise SpecError(f"not a size: {value!r} (use e.g. 500GB, 2TiB, 1048576)")
+        number, factor = match.group(1), _SIZE_UNITS[unit]
+        n = int(number) * factor if "." not in number else int(Decimal(number) * factor)
+    else:
         raise SpecError(f"not a size: {value!r} (use e.g. 500GB, 2TiB, 1048576)")
-    number, factor = match.group(1), _SIZE_UNITS[unit]
-    return int(number) * factor if "." not in number else int(Decimal(number) * factor)
+    if n < 0:
+        raise SpecError(f"size must not be negative: {n}")
+    if n > MAX_SIZE:
+        raise SpecError(f"size {value!r} is larger than 1 EiB")
+    return n
 
 
 def format_size(n: int) -> str:
@@ -58,15 +150,24 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise SpecError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise SpecError(f"duration must not be negative: {value}")
-        return float(value)
-    text = str(value).strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    if not text or _DURATION_RE.sub("", text):
+        seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 200:
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d{1,30}(\.\d{1,30})?", text):
+            seconds = float(text)
+        elif not text or _DURATION_RE.sub("", text):
+            raise SpecError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h)")
+        else:
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_RE.findall(text))
+    else:
         raise SpecError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_RE.findall(text))
+    if not math.isfinite(seconds):
+        raise SpecError(f"not a duration: {value!r} (a finite number of seconds)")
+    if seconds < 0:
+        raise SpecError(f"duration must not be negative: {value}")
+    if seconds > MAX_DURATION_S:
+        raise SpecError(f"duration {value!r} is longer than 100 years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -152,12 +253,12 @@ def parse_stream_days(text: str | int, streams: int) -> tuple[int, ...]:
     if isinstance(text, bool):
         raise SpecError(f"not a number of days: {text!r}")
     raw = [str(text)] if isinstance(text, int) else [v.strip() for v in str(text).split(";")]
-    try:
-        days = tuple(int(v) for v in raw)
-    except ValueError:
-        raise SpecError(f"not a list of whole days: {text!r} (use e.g. 30 or 3;20)") from None
-    if any(d < 1 for d in days):
-        raise SpecError(f"days must be at least 1: {text!r}")
+    if any(not re.fullmatch(r"[-+]?\d{1,30}", v) for v in raw):
+        raise SpecError(f"not a list of whole days: {text!r} (use e.g. 30 or 3;20)")
+    days = tuple(int(v) for v in raw)
+    bounds = BOUNDS["days"]
+    if any(not bounds.low <= d <= bounds.high for d in days):
+        raise SpecError(f"days must be at least {bounds.low:g} and at most {bounds.high:g}: {text!r}")
     if len(days) == 1:
         return days * streams
     if len(days) != streams:

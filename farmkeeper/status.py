@@ -7,6 +7,7 @@ from typing import Any
 from sqlmodel import Session
 
 from farmkeeper import inventory
+from farmkeeper.notify import redact_target
 
 
 def farm_status(session: Session) -> dict[str, Any]:
@@ -36,5 +37,6 @@ def farm_status(session: Session) -> dict[str, Any]:
         }
         for j in inventory.running_copy_jobs(session)
     ]
-    return {"farm": inventory.farm_settings(session).name, "servers": servers, "cameras": cameras,
-            "copy_jobs": jobs}
+    farm = inventory.farm_settings(session)
+    return {"farm": farm.name, "servers": servers, "cameras": cameras, "copy_jobs": jobs,
+            "notify": [redact_target(entry) for entry in farm.notify]}

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from farmkeeper import inventory
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.models import Server
-from farmkeeper.notify import notify
+from farmkeeper.notify import notify, resolve_targets
 from farmkeeper.settings import load_settings
 from farmkeeper.volumes import ServerVolume, server_volumes
 
@@ -46,11 +46,19 @@ def server_password(server: Server) -> str:
 
 @task(name="notify", retries=0, tags=[])
 def send_notification(title: str, body: str, kind: str = "info", urls: list[str] | None = None) -> list[str]:
-    """Send to the farm's notify URLs (or ``urls``); failures are logged, never raised."""
+    """Send to the farm's notify targets (or ``urls``); failures are logged, never raised.
+
+    ``{env: NAME}`` and ``{secret: BLOCK}`` entries are resolved here, at run time; only the privacy form of a
+    URL is ever logged or returned (``notify.redact_target``).
+    """
     logger = get_run_logger()
     if urls is None:
         with inventory_session() as session:
-            urls = list(inventory.farm_settings(session).notify)
+            entries = list(inventory.farm_settings(session).notify)
+        resolved = resolve_targets(entries, secret_loader=load_secret)
+        for problem in resolved.problems:
+            logger.warning("%s", problem)
+        urls = resolved.urls
     if not urls:
         return []
     result = notify(urls, title, body, kind=kind)

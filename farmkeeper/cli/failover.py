@@ -8,9 +8,16 @@ from pathlib import Path
 import typer
 
 from farmkeeper import inventory
-from farmkeeper.cli.app import app, console, db_session, fail, run_app, user_errors
-from farmkeeper.errors import SpecError
-from farmkeeper.specs import parse_duration
+from farmkeeper.cli.app import (
+    app,
+    check_server_names,
+    console,
+    db_session,
+    parse_cli_duration,
+    run_app,
+    usage_error,
+    user_errors,
+)
 
 server_app = typer.Typer(help="Server commands.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
@@ -24,10 +31,7 @@ def run_health_check(
     """One probe sweep now, in this process: mark down/up, fail over, recover, notify."""
     from flows.health_check import HealthCheckParams, health_check
 
-    try:
-        watch_s = parse_duration(watch)
-    except SpecError as exc:
-        fail(f"--watch: {exc}")
+    watch_s = parse_cli_duration(watch, "--watch", high=7 * 86400)
     with user_errors():
         result = health_check(HealthCheckParams(watch_for=watch_s))
     if as_json:
@@ -51,6 +55,7 @@ def run_failover(
     """Fail over SERVER now (manual): movable cameras go to live redundant servers."""
     from flows.failover import FailoverParams, failover
 
+    check_server_names(server)
     with db_session() as session:
         inventory.get_server(session, server)
     with user_errors():
@@ -78,7 +83,8 @@ def maintenance(
 ) -> None:
     """Maintenance mode: a server that goes down while on is not failed over (its cameras wait)."""
     if mode not in ("on", "off"):
-        fail(f"mode must be on or off, not {mode!r}")
+        usage_error(f"mode must be on or off, not {mode!r}")
+    check_server_names(name, "NAME")
     with db_session() as session:
         server = inventory.get_server(session, name, for_update=True)
         want = mode == "on"
@@ -138,11 +144,11 @@ def sim(
     from farmkeeper.settings import load_settings
     from farmkeeper.sim import SimOptions, parse_bitrates, run_farm, run_server
 
+    segment_s = parse_cli_duration(segment, "--segment", low=1, high=3600)   # names have 1 s resolution
+    if only is not None:
+        check_server_names(only, "--only")
     with user_errors():
         settings = load_settings()
-        segment_s = parse_duration(segment)
-        if segment_s < 1:
-            fail("--segment must be at least 1s (segment names have one-second resolution)")
         options = SimOptions(database_url=settings.database_url,
                              state_dir=(state_dir or settings.home / "sim").resolve(),
                              segment_s=segment_s, bitrates=parse_bitrates(bitrate))

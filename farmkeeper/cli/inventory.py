@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from farmkeeper import inventory
-from farmkeeper.cli.app import app, camera_app, console, db_session, err_console, fail, hold_app
+from farmkeeper.cli.app import (
+    app,
+    camera_app,
+    check_camera_ids,
+    check_server_names,
+    console,
+    db_session,
+    err_console,
+    fail,
+    hold_app,
+    parse_when,
+    usage_error,
+)
 from farmkeeper.errors import FarmFileError, InventoryError
 from farmkeeper.farmfile import apply_farm_file, dump_farm_yaml, export_farm, load_farm_file
 from farmkeeper.specs import human_size
@@ -136,18 +147,13 @@ def camera_pin(camera_id: str = typer.Argument(..., metavar="ID"),
                unpin: bool = typer.Option(False, "--unpin", help="Let file counts decide again.")) -> None:
     """Pin a camera's home server (overrides file-count ownership)."""
     if (server is None) != unpin:
-        fail("give a SERVER to pin, or --unpin")
+        usage_error("give a SERVER to pin, or --unpin")
+    check_camera_ids(camera_id, "ID")
+    if server is not None:
+        check_server_names(server)
     with db_session() as session:
         camera = inventory.pin_camera(session, camera_id, None if unpin else server)
     console.print(f"{camera.id}: home {camera.home}" + (" (pinned)" if camera.pinned_home else " (unpinned)"))
-
-
-def _when(text: str, option: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} {text!r}: not a date/time (use ISO 8601, e.g. 2026-11-25T14:03:00Z)")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @hold_app.command("add")
@@ -156,8 +162,14 @@ def hold_add(camera_id: str = typer.Argument(..., metavar="CAMERA"),
              end: str = typer.Option(..., "--to", help="End of the held range (exclusive)."),
              reason: str = typer.Option(..., "--reason", help="Why (case number, request).")) -> None:
     """Protect CAMERA's footage in [--from, --to) from every deletion rule."""
+    check_camera_ids(camera_id)
+    begin, until = parse_when(start, "--from"), parse_when(end, "--to")
+    if until <= begin:
+        usage_error(f"--to {until.isoformat()} is not after --from {begin.isoformat()}")
+    if not reason.strip() or len(reason) > 1000 or not reason.isprintable():
+        usage_error("--reason: one line of printable text, up to 1000 characters")
     with db_session() as session:
-        hold = inventory.add_hold(session, camera_id, _when(start, "--from"), _when(end, "--to"), reason)
+        hold = inventory.add_hold(session, camera_id, begin, until, reason)
     console.print(f"hold {hold.id}: {camera_id} {hold.start.isoformat()} .. {hold.end.isoformat()} ({reason})")
 
 
@@ -165,6 +177,8 @@ def hold_add(camera_id: str = typer.Argument(..., metavar="CAMERA"),
 def hold_list(camera_id: str | None = typer.Argument(None, metavar="[CAMERA]"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """List holds."""
+    if camera_id is not None:
+        check_camera_ids(camera_id)
     with db_session() as session:
         holds = [h.model_dump(mode="json") for h in inventory.list_holds(session, camera_id)]
     if as_json:
@@ -179,7 +193,7 @@ def hold_list(camera_id: str | None = typer.Argument(None, metavar="[CAMERA]"),
 
 
 @hold_app.command("remove")
-def hold_remove(hold_id: int = typer.Argument(..., metavar="ID")) -> None:
+def hold_remove(hold_id: int = typer.Argument(..., metavar="ID", min=1, max=2**63 - 1)) -> None:
     """Remove a hold."""
     with db_session() as session:
         inventory.remove_hold(session, hold_id)

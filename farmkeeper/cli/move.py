@@ -8,7 +8,18 @@ from typing import Any
 import typer
 
 from farmkeeper import inventory
-from farmkeeper.cli.app import app, check_copy_options, console, err_console, fail, run_app, run_flow_now
+from farmkeeper.cli.app import (
+    app,
+    check_camera_ids,
+    check_copy_options,
+    check_server_names,
+    console,
+    err_console,
+    fail,
+    run_app,
+    run_flow_now,
+    usage_error,
+)
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.farmfile import FarmFile
 from farmkeeper.models import Server
@@ -58,8 +69,10 @@ def check_lifecycle(file: Path, spec: FarmFile, *, force: bool) -> None:
 def _move(cameras: list[str], to: str, footage: str, dry_run: bool, max_mbps: float | None, verify: str,
           connections: int | None, wait_closed: float, as_json: bool) -> None:
     if footage not in ("move", "keep"):
-        fail(f"--footage must be move or keep, not {footage!r}")
-    check_copy_options(verify, max_mbps)
+        usage_error(f"--footage must be move or keep, not {footage!r}")
+    check_camera_ids(cameras)
+    check_server_names(to, "--to")
+    check_copy_options(verify, max_mbps, connections, wait_closed)
     from flows.move_cameras import MoveCamerasParams, move_cameras
 
     run_flow_now("move", lambda: MoveCamerasParams(cameras=cameras, target=to, footage=footage, dry_run=dry_run,

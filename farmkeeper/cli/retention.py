@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from farmkeeper.cli.app import console, err_console, run_app, user_errors
+from farmkeeper.cli.app import check_server_names, console, err_console, run_app, user_errors
 from farmkeeper.specs import human_size
 
 
@@ -21,6 +21,7 @@ def run_retention_sweep(
     """One retention sweep now, in this process: age rules, then free-space floors, audited."""
     from flows.retention_sweep import RetentionSweepParams, retention_sweep
 
+    check_server_names(server, "--server")
     with user_errors():
         result = retention_sweep(RetentionSweepParams(dry_run=dry_run, force=force, servers=server or None))
     if as_json:

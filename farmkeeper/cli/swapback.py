@@ -6,15 +6,27 @@ from typing import Any
 
 import typer
 
-from farmkeeper.cli.app import app, check_copy_options, console, fail, run_app, run_flow_now
+from farmkeeper.cli.app import (
+    app,
+    check_camera_ids,
+    check_copy_options,
+    check_server_names,
+    console,
+    run_app,
+    run_flow_now,
+    usage_error,
+)
 from farmkeeper.specs import human_size
 
 
 def _swap_back(server: str | None, cameras: list[str], keep_source: bool, max_mbps: float | None, verify: str,
                dry_run: bool, connections: int | None, wait_closed: float, as_json: bool) -> None:
     if bool(server) == bool(cameras):
-        fail("give a SERVER (every camera whose home it is) or --camera ID (repeatable), not both")
-    check_copy_options(verify, max_mbps)
+        usage_error("give a SERVER (every camera whose home it is) or --camera ID (repeatable), not both")
+    if server:
+        check_server_names(server)
+    check_camera_ids(cameras, "--camera")
+    check_copy_options(verify, max_mbps, connections, wait_closed)
     from flows.swap_back import SwapBackParams, swap_back
 
     run_flow_now("swap-back", lambda: SwapBackParams(server=server, cameras=cameras, delete_source=not keep_source,

@@ -69,7 +69,7 @@ def test_pin_and_holds(inventory_url: str) -> None:
     holds = json.loads(invoke("hold", "list", "--json")[1])
     assert len(holds) == 1 and holds[0]["reason"] == "case 42" and holds[0]["end"].startswith("2026-11-25T10:30:15")
     assert invoke("hold", "add", "cam-001", "--from", "2026-11-25T11:00", "--to", "2026-11-25T10:00",
-                  "--reason", "x")[0] == 1
+                  "--reason", "x")[0] == 2
     assert invoke("hold", "remove", str(holds[0]["id"]))[0] == 0
     assert json.loads(invoke("hold", "list", "--json")[1]) == []
 

@@ -137,7 +137,7 @@ BAD_CASES = [
     ("health: tcp://127.0.0.2:50001", "health: ping://x", "ping://x", r"servers\[0\]\.health: not a health probe"),
     ("    role: redundant", "    role: spare", "role: spare", r"servers\[2\]\.role: Input should be"),
     ("streams: 1}\n  - {id: cam-003", "streams: 0}\n  - {id: cam-003", "streams: 0",
-     r"cameras\[1\]\.streams: Input should be greater than or equal to 1"),
+     r"cameras\[1\]\.streams: 0 is out of range 1 \.\. 16"),
     ("{id: cam-004,", "{id: 'cam 4',", "cam 4", r"cameras\[3\]\.id: 'cam 4' is not a camera id"),
     ("password_env: FARM_SMB_PASSWORD}\n    volumes:\n      - {drive: D, path: /srv/rec1/D}",
      "password: hunter2}\n    volumes:\n      - {drive: D, path: /srv/rec1/D}", "password: hunter2",
