@@ -111,7 +111,8 @@ def role(
     from farmkeeper.models import Role
 
     if new_role not in ("primary", "redundant"):
-        fail(f"role must be primary or redundant, not {new_role!r}")
+        usage_error(f"role must be primary or redundant, not {new_role!r}")
+    check_server_names(name, "NAME")
     with db_session() as session:
         changed = set_role(session, name, Role(new_role), reason="set by the operator (farmkeeper server role)")
         server = inventory.get_server(session, name)

@@ -60,7 +60,7 @@ def test_keys_apply_and_export_back(sqlite_url: str) -> None:
      "farm.yaml:8: servers[0].failover_to[1]: unknown server 'nowhere'"),
     ("failover_to: [spare2, spare1]", "failover_to: [rec1]",
      "farm.yaml:8: servers[0].failover_to[0]: rec1 cannot fail over to itself"),
-    ("priority: 5", "priority: 6", "farm.yaml:19: cameras[0].priority: Input should be less than or equal to 5"),
+    ("priority: 5", "priority: 6", "farm.yaml:19: cameras[0].priority: 6 is out of range 1 .. 5"),
     ("stall_after: 3m", "stall_after: soon", "farm.yaml:3: farm.stall_after:"),
 ])
 def test_bad_values_name_file_line_field(old: str, new: str, where: str) -> None:

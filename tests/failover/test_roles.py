@@ -86,6 +86,6 @@ def test_server_role_command_sets_and_records_the_role(make_farm: Callable[..., 
     with db() as s:
         assert inventory.get_server(s, "p1").role == Role.primary
     code, out = cli("server", "role", "p1", "spare")
-    assert code == 1 and "primary or redundant" in out
+    assert code == 2 and "primary or redundant" in out   # a bad argument: exit 2
     code, out = cli("server", "role", "nope", "primary")
     assert code == 1 and "unknown server 'nope'" in out
