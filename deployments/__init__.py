@@ -75,6 +75,9 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("validate-farm", "validate_farm", "validate-farm",
                    "Check the SAN failover requirements: LUNs, drive letters, SAN failover mode, DATAX shares r/w.",
                    cron="0 3 * * *"),
+    DeploymentSpec("continuity-report", "continuity_report", "continuity-report",
+                   "Yesterday's footage gaps and availability per camera, as table artifacts (manual: any day).",
+                   cron="20 0 * * *"),
 )
 
 

@@ -12,6 +12,7 @@ from farmkeeper.cli import failover as _failover  # noqa: F401
 from farmkeeper.cli import inventory as _inventory  # noqa: F401
 from farmkeeper.cli import move as _move  # noqa: F401
 from farmkeeper.cli import ownership as _ownership  # noqa: F401
+from farmkeeper.cli import report as _report  # noqa: F401
 from farmkeeper.cli import retention as _retention  # noqa: F401
 from farmkeeper.cli import swapback as _swapback  # noqa: F401
 from farmkeeper.cli.app import app

@@ -17,7 +17,7 @@ from deployments.render import HEADER, render
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGN_FLOWS = {"health-check", "failover", "swap-back", "recompute-ownership", "retention-sweep", "move-cameras",
-                "validate-farm"}
+                "validate-farm", "continuity-report"}
 
 
 def test_every_design_flow_has_a_deployment() -> None:
