@@ -17,7 +17,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -26,14 +27,19 @@ logger = logging.getLogger(__name__)
 
 NotifyEntry = str | Mapping[str, str]   # an apprise URL, {"env": NAME} or {"secret": BLOCK}
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]{0,31})://")
+_URL_IN_TEXT_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31})://[^\s'\"<>`]+")
+_SECRET_RE = re.compile(r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)(\S+)")
+_URL_CRED_RE = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]+):([^@\s/]+)@", re.IGNORECASE)
 _known_secrets: set[str] = set()
 _known_lock = threading.Lock()
+_quiet = threading.local()   # set while apprise parses a URL: its log records then carry the raw URL
 
 
 def redact_target(target: NotifyEntry) -> str:
     """How a notification target is shown anywhere: apprise's privacy form of the URL, never the raw string.
 
     A reference is shown as the reference (``{env: NAME}``); a URL apprise cannot read as its scheme only.
+    The parts of the URL the privacy form hides are remembered: ``redact`` removes them from any text.
     """
     if isinstance(target, Mapping):
         return ", ".join(f"{{{k}: {v}}}" for k, v in target.items())
@@ -47,6 +53,41 @@ def redact_target(target: NotifyEntry) -> str:
     return _replace_secrets(shown, secrets)
 
 
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """The one redaction of any text that leaves the process (log line, artifact, notification, exception text).
+
+    Every apprise URL in it becomes its privacy form (``redact_target``); known secrets (``secrets``, and every
+    secret part of a notification URL seen so far) and ``password=...`` / ``user:pass@`` patterns become ``***``.
+    """
+    if "://" in text:
+        text = _URL_IN_TEXT_RE.sub(_redact_url_match, text)
+    return _scrub(text, secrets)
+
+
+def _redact_url_match(match: re.Match[str]) -> str:
+    return redact_target(match.group(0)) if match.group(1).lower() in _apprise_schemes() else match.group(0)
+
+
+def _scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    with _known_lock:
+        known = set(_known_secrets)
+    text = _replace_secrets(text, known.union(s for s in secrets if s))
+    text = _SECRET_RE.sub(r"\1\2***", text)
+    return _URL_CRED_RE.sub(r"\1:***@", text)
+
+
+_schemes: frozenset[str] | None = None
+
+
+def _apprise_schemes() -> frozenset[str]:
+    global _schemes
+    if _schemes is None:
+        from apprise.manager_plugins import NotificationManager
+
+        _schemes = frozenset(str(s).lower() for s in NotificationManager().schemas())  # type: ignore[no-untyped-call]
+    return _schemes
+
+
 # apprise's privacy form hides tokens and passwords but shows query arguments as given: HTTP headers
 # (``+X-Api-Key=...``) and secret-named arguments are masked here too.
 _QUERY_SECRET_RE = re.compile(
@@ -57,22 +98,45 @@ def _mask_query(shown: str) -> str:
     return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***" if m.group(2) else m.group(0), shown)
 
 
+@contextmanager
+def _apprise_quiet() -> Iterator[None]:
+    """apprise's own log records are dropped meanwhile: while it parses a URL they quote the raw URL."""
+    install_log_redaction()
+    before = getattr(_quiet, "active", False)
+    _quiet.active = True
+    try:
+        yield
+    finally:
+        _quiet.active = before
+
+
 def _instantiate(url: str) -> Any:
+    """apprise's plugin for ``url`` (None if it cannot read it)."""
     import apprise
 
-    try:
-        return apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    except Exception:  # noqa: BLE001 - apprise raises anything on odd input; an unreadable URL is shown masked
-        return None
+    with _apprise_quiet():
+        try:
+            return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        except Exception:  # noqa: BLE001 - apprise raises anything on odd input; an unreadable URL is shown masked
+            return None
+
+
+def apprise_target(url: str) -> Any:
+    """An ``apprise.Apprise`` holding ``url`` (None when apprise cannot read it), parsed without apprise logging
+    the raw URL; the URL's secrets are remembered for ``redact`` first."""
+    import apprise
+
+    redact_target(url)
+    target = apprise.Apprise()
+    with _apprise_quiet():
+        return target if target.add(url) else None
 
 
 def _url_secrets(url: str, shown: str) -> set[str]:
     """The parts of a raw URL that its privacy form hides (tokens, passwords, webhook ids)."""
-    pieces = re.split(r"[/:@?&=#,;+ ]+", unquote(url.split("://", 1)[-1]))
-    out = {p for p in pieces if len(p) >= 4 and p not in shown}
     _, _, rest = url.partition("://")
-    out |= {p for p in re.split(r"[/:@?&=#,;+ ]+", rest) if len(p) >= 4 and p not in shown}
-    return out
+    pieces = set(re.split(r"[/:@?&=#,;+ ]+", rest)) | set(re.split(r"[/:@?&=#,;+ ]+", unquote(rest)))
+    return {p for p in pieces if len(p) >= 4 and p not in shown}
 
 
 def remember_secrets(secrets: Iterable[str]) -> None:
@@ -129,12 +193,15 @@ def resolve_targets(entries: Iterable[NotifyEntry], *, secret_loader: Callable[[
 
 
 class RedactingFilter(logging.Filter):
-    """Removes remembered secrets from log records (installed on apprise's logger, which logs request URLs)."""
+    """On apprise's logger (its debug lines carry full request URLs): remembered secrets become ``***``, and
+    records logged while a URL is being parsed (which quote the raw URL) are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_quiet, "active", False):
+            return False
         if _known_secrets:
             message = record.getMessage()
-            cleaned = redact(message)
+            cleaned = _scrub(message)
             if cleaned != message:
                 record.msg, record.args = cleaned, None
         return True
@@ -146,19 +213,6 @@ def install_log_redaction() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in target.filters):
             target.addFilter(RedactingFilter())
-
-_SECRET_RE = re.compile(r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)(\S+)")
-_URL_CRED_RE = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]+):([^@\s/]+)@", re.IGNORECASE)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secrets (``secrets`` and every notification secret seen) and ``password=...``/``user:pass@``
-    patterns from a text."""
-    with _known_lock:
-        known = set(_known_secrets)
-    text = _replace_secrets(text, known.union(s for s in secrets if s))
-    text = _SECRET_RE.sub(r"\1\2***", text)
-    return _URL_CRED_RE.sub(r"\1:***@", text)
 
 
 @dataclass
@@ -184,8 +238,8 @@ def notify(urls: Sequence[str], title: str, body: str, *, kind: str = "info", re
                    "failure": apprise.NotifyType.FAILURE}.get(kind, apprise.NotifyType.INFO)
     result = NotifyResult()
     for url, shown in zip(urls, shown_urls, strict=True):
-        target = apprise.Apprise()
-        if not target.add(url):
+        target = apprise_target(url)
+        if target is None:
             logger.warning("notification target %s is not a valid apprise URL", shown)
             result.failed.append(shown)
             continue
