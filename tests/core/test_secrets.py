@@ -22,11 +22,11 @@ runner = CliRunner()
 
 # (url, its secret parts, what the shown form still says)
 TARGETS = [
-    ("discord://112233445566778899/Zq9WebhookTokenDiscord_abcdef", ["112233445566778899", "Zq9WebhookTokenDiscord_abcdef"],
-     "discord://"),
+    ("discord://112233445566778899/Zq9WebhookTokenDiscord_abcdef",
+     ["112233445566778899", "Zq9WebhookTokenDiscord_abcdef"], "discord://"),
     ("tgram://987654321:AAHtelegramBotTokenXYZ1234567/-100123", ["987654321", "AAHtelegramBotTokenXYZ1234567"], "tgram://"),
-    ("slack://T0SLACKAAA/B0SLACKBBB/slackwebhooktokenCCCCCC/#ops", ["T0SLACKAAA", "B0SLACKBBB", "slackwebhooktokenCCCCCC"],
-     "slack://"),
+    ("slack://T0SLACKAAA/B0SLACKBBB/slackwebhooktokenCCCCCC/#ops",
+     ["T0SLACKAAA", "B0SLACKBBB", "slackwebhooktokenCCCCCC"], "slack://"),
     ("json://ops:hunter2-json-password@127.0.0.1:8089/hook?+X-Api-Key=headerkey-secret-77",
      ["hunter2-json-password", "headerkey-secret-77"], "json://ops:"),
 ]
