@@ -29,9 +29,9 @@ def run_health_check(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """One probe sweep now, in this process: mark down/up, fail over, recover, notify."""
+    watch_s = parse_cli_duration(watch, "--watch", high=7 * 86400)   # before Prefect is imported
     from flows.health_check import HealthCheckParams, health_check
 
-    watch_s = parse_cli_duration(watch, "--watch", high=7 * 86400)
     with user_errors():
         result = health_check(HealthCheckParams(watch_for=watch_s))
     if as_json:
