@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from sqlmodel import Session, select
 
 from farmkeeper.errors import FarmFileError, SpecError
@@ -385,6 +385,12 @@ class FarmFile(_Spec):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     servers: list[ServerSpec] = Field(min_length=1)
     cameras: list[CameraSpec] = Field(default_factory=list)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """``file:line: field: message`` for settings that parse but do not do what they seem to (not errors)."""
+        return self._warnings
 
 
 # --- loading and cross-checks -------------------------------------------------------------------
@@ -429,7 +435,46 @@ def parse_farm_file(text: str, filename: str = "farm.yaml") -> FarmFile:
     _cross_check(spec, problems)
     if problems.items:
         raise FarmFileError(problems.items)
+    notes = _Problems(filename, lines)
+    _storage_warnings(spec, notes)
+    spec._warnings = notes.items
     return spec
+
+
+def _storage_warnings(spec: FarmFile, notes: _Problems) -> None:
+    """Storage settings that have no effect, or whose effect surprises (metadata going before video)."""
+    st = spec.storage
+    given = st.model_fields_set
+    if not st.limit_storage_days:
+        off = "has no effect: storage.limit_storage_days is false (no footage is deleted by age)"
+        for key in ("default_max_storage_days", "default_metadata_days"):
+            if key in given:
+                notes.add(("storage", key), off)
+        for i, cam in enumerate(spec.cameras):
+            if cam.max_storage_days is not None:
+                notes.add(("cameras", i, "max_storage_days"), off)
+        return
+    if not st.keep_metadata_longer:
+        if "default_metadata_days" in given:
+            notes.add(("storage", "default_metadata_days"),
+                      "has no effect: storage.keep_metadata_longer is false (metadata goes with each camera's "
+                      "longest-kept video)")
+        return
+    shorter = []
+    for cam in spec.cameras:
+        try:
+            days = (parse_stream_days(cam.max_storage_days, cam.streams) if cam.max_storage_days
+                    else (st.default_max_storage_days,) * cam.streams)
+        except SpecError:
+            continue
+        if max(days) > st.default_metadata_days:
+            shorter.append(f"{cam.id} ({max(days)})")
+    if shorter:
+        key = "default_metadata_days" if "default_metadata_days" in given else "keep_metadata_longer"
+        notes.add(("storage", key),
+                  f"metadata is kept {st.default_metadata_days} days, fewer than the video days of "
+                  f"{', '.join(shorter[:5])}{' and more' if len(shorter) > 5 else ''}: their metadata is deleted "
+                  "before their video")
 
 
 def load_farm_file(path: str | Path) -> FarmFile:

@@ -22,7 +22,6 @@ it finds there, ownership counts every server, swap-back and the status read eve
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from sqlmodel import Session
 from farmkeeper import inventory
 from farmkeeper.copyjobs import PlannedFile, PlanReport
 from farmkeeper.errors import InventoryError
+from farmkeeper.floors import floor_bytes
 from farmkeeper.models import Camera, CameraState, OwnershipChange, PinReason, ServerState, StorageSettings, utcnow
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Space
@@ -225,11 +225,6 @@ class MovePlan:
                        "error": d.error} for d in self.drives],
             "unmapped": self.unmapped, "unreachable": self.unreachable,
         }
-
-
-def floor_bytes(total: int, storage: StorageSettings) -> int:
-    """Free space a volume must keep: the larger of ``min_free`` and ``min_free_percent`` of its size."""
-    return max(int(storage.min_free_bytes), math.ceil(total * float(storage.min_free_percent) / 100.0))
 
 
 def build_plan(selection: MoveSelection, footage: Footage, files: Sequence[PlannedFile], scan: PlanReport,

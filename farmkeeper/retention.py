@@ -8,8 +8,15 @@ batch *before* deleting it, then confirms them; rows of files that could not be 
 so the audit matches the deletions.
 
 A footage file's age comes from its name (the segment start). Its time range, for holds, is
-``[start, start of the next segment of the same camera/stream on the volume)``, or ``start + the
-series' typical segment length`` for the newest one.
+``[start, close)`` where the close is its modification time (the recorder's last write), bounded by the
+start of the next segment of the same camera/stream on the volume; a file without a usable
+modification time (none, or not after its start) ends at the next segment's start, or at ``start +
+the series' typical segment length`` for the newest one. So a hold days after a recording does not keep
+it: a file older than its limit is deleted even next to a hold, only files overlapping one are kept.
+
+Metadata is kept for ``default_metadata_days`` when ``keep_metadata_longer`` is on (exactly that long,
+also when it is shorter than a stream's video days: ``apply`` warns), else as long as the camera's
+longest-kept stream.
 """
 
 from __future__ import annotations
@@ -92,8 +99,7 @@ def camera_rule(storage: StorageSettings, camera: Camera) -> CameraRule:
     streams = max(1, camera.streams)
     text = camera.max_storage_days
     days = parse_stream_days(text, streams) if text else (storage.default_max_storage_days,) * streams
-    longest = max(days)
-    meta = max(storage.default_metadata_days, longest) if storage.keep_metadata_longer else longest
+    meta = storage.default_metadata_days if storage.keep_metadata_longer else max(days)
     return CameraRule(days, meta)
 
 
@@ -142,12 +148,12 @@ def in_flight_paths(session: Session, server: str, drive: str) -> set[str]:
 
 _LAYOUT_RE = re.compile(r"^(?:video/([A-Za-z0-9_-]{1,64})/(0|[1-9][0-9]{0,3})|meta/([A-Za-z0-9_-]{1,64}))/"
                         r"(\d{4})-(\d\d)-(\d\d)/(\d\d)/((\d{8})T(\d\d)\d{4}Z)\.[A-Za-z0-9]{1,8}$")
-_COLUMNS = ("relpath", "size", "start", "video", "camera", "stream")
+_COLUMNS = ("relpath", "size", "start", "video", "camera", "stream", "mtime")
 
 
 @dataclass
 class Listing:
-    """One volume's footage as a frame (relpath, size, start [epoch s], video, camera, stream [-1: meta])."""
+    """One volume's footage as a frame (relpath, size, start [epoch s], video, camera, stream [-1: meta], mtime)."""
 
     frame: pd.DataFrame
     other_files: int = 0
@@ -166,7 +172,8 @@ class Listing:
 def empty_frame() -> pd.DataFrame:
     return pd.DataFrame({"relpath": pd.Series([], dtype=object), "size": pd.Series([], dtype="int64"),
                          "start": pd.Series([], dtype="int64"), "video": pd.Series([], dtype=bool),
-                         "camera": pd.Series([], dtype="category"), "stream": pd.Series([], dtype="int16")})
+                         "camera": pd.Series([], dtype="category"), "stream": pd.Series([], dtype="int16"),
+                         "mtime": pd.Series([], dtype="float64")})
 
 
 def read_listing(entries: Iterable[Entry], chunk_size: int = 100_000) -> Listing:
@@ -178,6 +185,7 @@ def read_listing(entries: Iterable[Entry], chunk_size: int = 100_000) -> Listing
     cams: list[str] = []
     streams: list[int] = []
     stamps: list[str] = []
+    mtimes: list[float] = []
     match = _LAYOUT_RE.match
 
     def flush() -> None:
@@ -186,7 +194,8 @@ def read_listing(entries: Iterable[Entry], chunk_size: int = 100_000) -> Listing
         start = pd.to_datetime(pd.Series(stamps, dtype=object), format="%Y%m%dT%H%M%SZ", errors="coerce", utc=True)
         ok = start.notna().to_numpy()
         frame = pd.DataFrame({"relpath": pd.Series(rel, dtype=object), "size": pd.Series(sizes, dtype="int64"),
-                              "stream": pd.Series(streams, dtype="int16"), "camera": pd.Series(cams, dtype=object)})
+                              "stream": pd.Series(streams, dtype="int16"), "camera": pd.Series(cams, dtype=object),
+                              "mtime": pd.Series(mtimes, dtype="float64")})
         if not ok.all():
             bad = frame[~ok]
             _count_other(listing, bad["relpath"].tolist(), int(bad["size"].sum()))
@@ -194,7 +203,7 @@ def read_listing(entries: Iterable[Entry], chunk_size: int = 100_000) -> Listing
         frame["start"] = start.dt.as_unit("s").astype("int64").to_numpy()
         frame["video"] = frame["stream"].to_numpy() >= 0
         frames.append(frame)
-        for buf in (rel, sizes, cams, streams, stamps):
+        for buf in (rel, sizes, cams, streams, stamps, mtimes):
             buf.clear()
 
     for entry in entries:
@@ -211,6 +220,7 @@ def read_listing(entries: Iterable[Entry], chunk_size: int = 100_000) -> Listing
             cams.append(m.group(3))
             streams.append(-1)
         stamps.append(m.group(8))
+        mtimes.append(entry.mtime)
         if len(rel) >= chunk_size:
             flush()
     flush()
@@ -330,7 +340,11 @@ class VolumePlan:
 
 
 def segment_ends(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """End of each file's time range: next distinct start in its camera/stream series, else start + typical."""
+    """End of each file's time range: its close (mtime) bounded by the next distinct start of its series.
+
+    Without a usable mtime (no ``mtime`` column, or not after the start): the next distinct start, else
+    start + the series' typical segment length.
+    """
     n = len(frame)
     if n == 0:
         return np.empty(0, dtype=np.float64)
@@ -349,6 +363,10 @@ def segment_ends(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
     typical = gaps.groupby(series).transform("median").to_numpy()
     fallback = t + np.where(np.isnan(typical), DEFAULT_SEGMENT_S, typical)
     end_sorted = np.where(np.isnan(nxt_s), fallback, nxt_s)
+    if "mtime" in frame.columns:
+        close = frame["mtime"].to_numpy().astype(np.float64)[order]
+        closed = close > t
+        end_sorted = np.where(closed, np.fmin(close, np.where(np.isnan(nxt_s), np.inf, nxt_s)), end_sorted)
     end = np.empty(n, dtype=np.float64)
     end[order] = end_sorted
     return end
@@ -475,7 +493,12 @@ def plan_volume(listing: Listing, policy: RetentionPolicy, *, space: Space | Non
     deletions = frame[selected].copy()
     deletions["rule"] = rule[selected]
     plan.deletions = deletions
-    _guard(plan, frame, selected, policy, force)
+    _guard(plan, frame, selected, age, policy, force)
+    if plan.blocked and floor.any():
+        plan.alerts.append(("floors_blocked", (
+            f"{plan.label}: free space is below the {_floor_text(plan.floor_rule)} floor and the purge guard "
+            f"blocked the {int(floor.sum())} floor deletions ({human_size(int(size[floor].sum()))}): the volume "
+            "stays below its floor. Check it, then run the retention sweep with force")))
     nothing = np.zeros(n, dtype=bool)
     done, floor_done = (nothing, nothing) if plan.blocked else (selected, floor)
     plan.cameras = _usage(frame, known & ~done, floor_done, policy, now)
@@ -516,8 +539,13 @@ def _oldest_first(frame: pd.DataFrame, mask: np.ndarray[Any, np.dtype[np.bool_]]
 
 
 def _guard(plan: VolumePlan, frame: pd.DataFrame, selected: np.ndarray[Any, np.dtype[np.bool_]],
-           policy: RetentionPolicy, force: bool) -> None:
-    """The implausible-purge guard: too large a share of the volume, or all of a camera's footage."""
+           age: np.ndarray[Any, np.dtype[np.bool_]], policy: RetentionPolicy, force: bool) -> None:
+    """The implausible-purge guard: too large a share of the volume, or all of a camera's footage by age.
+
+    The whole-camera check looks at the age rules only: the floors delete the oldest footage first by
+    design, and a camera whose only footage on the volume is old (it records elsewhere now) must not keep
+    the volume below its floor. The share-of-the-volume check covers everything planned.
+    """
     files, nbytes = int(selected.sum()), plan.planned_bytes
     if not files:
         return
@@ -528,10 +556,10 @@ def _guard(plan: VolumePlan, frame: pd.DataFrame, selected: np.ndarray[Any, np.d
                        f"{human_size(plan.footage_bytes)}) is more than {frac:.0%} of the volume")
     cams = frame["camera"]
     total = cams.value_counts()
-    planned = cams[selected].value_counts()
+    planned = cams[age].value_counts()
     wiped = sorted(str(c) for c, v in planned.items() if v and v == total.get(c, -1))
     if wiped:
-        reasons.append(f"it would delete every footage file of {', '.join(wiped[:10])}"
+        reasons.append(f"the age rules would delete every footage file of {', '.join(wiped[:10])}"
                        f"{'...' if len(wiped) > 10 else ''} on this volume")
     if not reasons:
         return

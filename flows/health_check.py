@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from farmkeeper.health import Transition
 from farmkeeper.specs import parse_duration
 from flows.failover import FailoverParams, failover
+from flows.retention_sweep import sweep_floors
 from flows.watchdog import watchdog_steps
 from tasks.common import send_notification
 from tasks.health import HealthUpdate, check_servers, mark_swap_back_started
@@ -95,6 +96,7 @@ def sweep() -> dict[str, Any]:
         failovers.append(failover(FailoverParams(server=server, reason="stranded, retried")))
     _notify_update(update)
     watchdog = watchdog_steps()
+    floors = sweep_floors(update)
     for server in update.swap_backs_due:
         started, detail = start_swap_back(server)
         (logger.info if started else logger.warning)("auto swap-back of %s: %s", server, detail)
@@ -105,6 +107,7 @@ def sweep() -> dict[str, Any]:
         "transitions": [(t.server, t.transition.value) for t in update.transitions],
         "failovers": failovers,
         "watchdog": watchdog,
+        "floors": floors,
     }
 
 

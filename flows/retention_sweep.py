@@ -6,11 +6,17 @@ Needs ``FARMKEEPER_DATABASE_URL`` (the inventory) and the servers' SMB credentia
 Secret blocks named in the farm file) unless every volume has a local ``path``. One task per volume.
 Publishes a table artifact (per volume: files and bytes deleted by rule, free space before/after) and
 notifies new retention shortfalls and alerts (purge guard, holds blocking the floors) through apprise.
+
+Between the scheduled runs the health check reads every volume's free space in every sweep
+(``sweep_floors``, a health-check sweep step) and starts this flow for the volumes below a floor
+(``volumes``), in a background thread, so probing never waits for the deletions.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -21,7 +27,7 @@ from pydantic import BaseModel, Field
 from farmkeeper.retention import RULES
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
-from tasks.retention import list_retention_volumes, sweep_volume
+from tasks.retention import check_volume_floors, list_retention_volumes, sweep_volume
 
 
 class RetentionSweepParams(BaseModel):
@@ -30,6 +36,8 @@ class RetentionSweepParams(BaseModel):
     force: bool = Field(False, description="Delete even when the implausible-purge guard trips (more than the "
                                            "farm's purge guard share of a volume, or all of a camera's footage)")
     servers: list[str] | None = Field(None, description="Sweep only these servers' volumes (default: all)")
+    volumes: list[str] | None = Field(None, description="Or only these volumes, as SERVER:DRIVE (the health "
+                                                       "check's free-space floor sweeps)")
     notify: bool = Field(True, description="Send new shortfalls and alerts to the farm's notify URLs")
 
 
@@ -60,7 +68,7 @@ def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> di
     """Sweep every volume (or those of ``params.servers``): one task per volume, in parallel."""
     logger = get_run_logger()
     run_id = str(flow_run.get_id() or "local")
-    targets = list_retention_volumes(params.servers)
+    targets = list_retention_volumes(params.servers, params.volumes)
     futures = {}
     volumes: list[dict[str, Any]] = []
     for t in targets:
@@ -99,6 +107,48 @@ def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> di
                               "failure")
     return {"run_id": run_id, "dry_run": params.dry_run, "force": params.force, "volumes": volumes,
             "shortfalls": shortfalls, "new_shortfalls": new_shortfalls, "alerts": alerts, "errors": errors}
+
+
+_floor_sweeps: dict[str, threading.Thread] = {}
+_floor_lock = threading.Lock()
+
+
+def sweep_floors(ctx: Any = None) -> dict[str, Any]:
+    """Health-check sweep step: volumes below a floor get a retention sweep now (background thread).
+
+    One floor sweep per volume at a time in this process (the sweep's lease covers other processes);
+    ``join_floor_sweeps`` waits for them (tests, shutdown).
+    """
+    update = getattr(ctx, "update", ctx)       # a health-check SweepContext, or its HealthUpdate
+    interval = getattr(update, "health_interval_s", None) or 10.0
+    try:
+        found = check_volume_floors(deadline_s=max(0.5, min(5.0, float(interval) / 2)))
+    except Exception as exc:  # noqa: BLE001 - a floor check never stops the health sweep
+        logging.getLogger(__name__).warning("floor check failed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    with _floor_lock:
+        start = [v for v in found["sweep"] if not (v in _floor_sweeps and _floor_sweeps[v].is_alive())]
+        if start:
+            thread = threading.Thread(target=_run_floor_sweep, args=(start,), name="fk-floor-sweep", daemon=False)
+            for v in start:
+                _floor_sweeps[v] = thread
+            thread.start()
+    return found | {"started": start}
+
+
+def _run_floor_sweep(volumes: list[str]) -> None:
+    try:
+        retention_sweep(RetentionSweepParams(volumes=volumes))
+    except Exception as exc:  # noqa: BLE001 - the next health sweep tries again
+        logging.getLogger(__name__).warning("floor sweep of %s failed: %s", ", ".join(volumes), exc)
+
+
+def join_floor_sweeps(timeout: float | None = None) -> None:
+    """Wait for the floor sweeps this process started."""
+    with _floor_lock:
+        threads = set(_floor_sweeps.values())
+    for thread in threads:
+        thread.join(timeout)
 
 
 if __name__ == "__main__":

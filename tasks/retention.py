@@ -9,12 +9,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
 
-from farmkeeper import inventory
+from farmkeeper import floors, inventory
 from farmkeeper import retention as core
-from farmkeeper.errors import NotFoundError, StorageUnavailable
+from farmkeeper.errors import FarmkeeperError, NotFoundError, StorageUnavailable
 from farmkeeper.models import ServerState
+from farmkeeper.settings import load_settings
 from farmkeeper.storage import open_volume
-from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+from farmkeeper.volumes import ServerVolume, server_volumes
+from tasks.common import Tag, farm_volumes, inventory_session, server_password, storage_prefer
 
 BATCH_SIZE = 2000
 LEASE_S = 900.0
@@ -31,9 +33,43 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+@task(name="check-volume-floors", retries=0, cache_policy=NO_CACHE, tags=[Tag.uses_db])
+def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
+    """Free space of every volume of the live servers against its floor; which ones a sweep should start on.
+
+    Returns ``{"below": [labels], "sweep": ["SERVER:DRIVE"], "unknown": [texts]}``. A server whose password
+    cannot be read is reported unknown, never probed with an empty password.
+    """
+    with inventory_session() as session:
+        storage = inventory.storage_settings(session)
+        if not storage.min_free_bytes and not storage.min_free_percent:
+            return {"below": [], "sweep": [], "unknown": []}
+        live = [s for s in inventory.list_servers(session) if s.state != ServerState.down]
+        vols: list[ServerVolume] = []
+        unknown: list[str] = []
+        for server in live:
+            try:
+                password = server_password(server)
+            except FarmkeeperError as exc:
+                unknown.append(f"{server.name}: {exc}")
+                continue
+            vols += server_volumes(session, lambda _s, pw=password: pw, servers=[server.name],
+                                   require_signing=load_settings().storage.require_signing)
+    checks = floors.check_floors(vols, storage, prefer=storage_prefer(), deadline_s=deadline_s)  # type: ignore[arg-type]
+    with inventory_session() as session:
+        due = floors.to_sweep(session, checks)
+    for c in checks:
+        if c.below:
+            get_run_logger().warning("%s", c.text())
+    return {"below": [c.label for c in checks if c.below], "sweep": [f"{c.server}:{c.drive}" for c in due],
+            "unknown": unknown + [c.text() for c in checks if c.error]}
+
+
 @task(name="list-retention-volumes", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
-def list_retention_volumes(servers: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every volume of the named servers (all when ``None``); volumes of down servers are marked skipped."""
+def list_retention_volumes(servers: list[str] | None = None,
+                           volumes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every volume of the named servers (all when ``None``), or only ``volumes`` (``SERVER:DRIVE``);
+    volumes of down servers are marked skipped."""
     with inventory_session() as session:
         known = {s.name: s for s in inventory.list_servers(session)}
         unknown = sorted(set(servers or ()) - set(known))
@@ -42,6 +78,8 @@ def list_retention_volumes(servers: list[str] | None = None) -> list[dict[str, A
         out = []
         for volume in inventory.list_volumes(session):
             if servers is not None and volume.server_name not in servers:
+                continue
+            if volumes is not None and f"{volume.server_name}:{volume.drive}" not in volumes:
                 continue
             server = known[volume.server_name]
             skip = "server is down" if server.state == ServerState.down else None

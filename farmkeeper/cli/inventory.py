@@ -44,6 +44,8 @@ def apply(file: Path = typer.Argument(..., help="The farm file (YAML)."),
         for problem in exc.problems:
             err_console.print(problem, style="red", highlight=False, markup=False, soft_wrap=True)
         fail(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} in {file}; nothing changed")
+    for note in spec.warnings:
+        err_console.print(f"warning: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     from farmkeeper.cli.move import check_lifecycle
     from farmkeeper.db import ensure_schema, get_engine, session_scope
 

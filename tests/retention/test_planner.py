@@ -50,7 +50,7 @@ def test_camera_override_and_per_stream_days() -> None:
 @pytest.mark.parametrize(("keep_meta", "meta_days", "expected_days"), [
     (False, 30, 5),    # metadata goes with the camera's longest video retention (3;5 -> 5)
     (True, 8, 8),      # kept longer: default_metadata_days
-    (True, 2, 5),      # "longer" never means shorter than the video
+    (True, 2, 2),      # the configured days, even when shorter than the video's (apply warns)
 ])
 def test_metadata_days(keep_meta: bool, meta_days: int, expected_days: int) -> None:
     meta = days_back("cam-b", None, 12)

@@ -31,8 +31,9 @@ holds = st.lists(st.builds(lambda cam, a, length: HoldRange(cam, T - a, T - a + 
                            st.sampled_from(CAMS), st.integers(0, 12 * 86400), st.integers(1, 6 * 3600)), max_size=4)
 
 
-def _ends(paths: list[str]) -> dict[str, float]:
-    """Oracle: each file's end = next distinct start of its series, else start + median positive gap."""
+def _ends(paths: list[str], closes: dict[str, float]) -> dict[str, float]:
+    """Oracle: a file closed after its start ends at min(close, next distinct start of its series); one
+    without a close at the next distinct start, else start + the median positive gap."""
     series: dict[tuple[str, int | None], list[float]] = {}
     parsed = {p: parse_footage(p) for p in paths}
     for fp in parsed.values():
@@ -49,15 +50,21 @@ def _ends(paths: list[str]) -> dict[str, float]:
                 nxt_gaps.append(nxt[0] - a)
         typical = statistics.median(nxt_gaps) if nxt_gaps else DEFAULT_SEGMENT_S
         out[p] = later[0] if later else fp.timestamp + typical
+        close = closes.get(p, 0.0)
+        if close > fp.timestamp:
+            out[p] = min(close, later[0]) if later else close
     return out
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(footage, max_size=80, unique_by=lambda e: e[0]), st.lists(junk, max_size=10), holds,
-       st.integers(0, 60_000), st.sampled_from([0, 5, 30]), st.booleans())
+       st.integers(0, 60_000), st.sampled_from([0, 5, 30]), st.booleans(),
+       st.lists(st.one_of(st.none(), st.integers(-60, 4 * 86400)), min_size=80, max_size=80))
 def test_planner_properties(files: list[tuple[str, int]], junk_files: list[tuple[str, int]], hold: list[HoldRange],
-                            min_free: int, pct: float, limit: bool) -> None:
-    entries = [Entry(p, s, 0.0) for p, s in files + junk_files]
+                            min_free: int, pct: float, limit: bool, close_after: list[int | None]) -> None:
+    closes = {p: parse_footage(p).timestamp + off for (p, _), off in zip(files, close_after, strict=False)
+              if off is not None and try_parse_footage(p) is not None}
+    entries = [Entry(p, s, closes.get(p, 0.0)) for p, s in files + junk_files]
     listing = read_listing(entries)
     space = Space(1_000_000, 20_000)
     protected = {p for i, (p, _) in enumerate(files) if i % 7 == 3}
@@ -73,7 +80,7 @@ def test_planner_properties(files: list[tuple[str, int]], junk_files: list[tuple
     assert not set(chosen) & protected
 
     # never a held file (oracle intervals)
-    ends = _ends(sorted(layout))
+    ends = _ends(sorted(layout), closes)
     held = {p for p in layout for h in hold
             if parse_footage(p).camera == h.camera and parse_footage(p).timestamp < h.end and ends[p] > h.start}
     assert not set(chosen) & held
