@@ -9,9 +9,14 @@ check on every server row, so two sweeps running at once never both report the s
 
 Rules:
 
-* a server is **down** once every probe has failed continuously for ``down_after`` (counted from
-  ``failing_since``, the first failed probe after a success); a gap in probing longer than
-  ``down_after`` (the control plane itself was stopped) restarts the count, so a stale failure
+* a server is **down** once no probe has succeeded for ``down_after``, counted from its last successful
+  probe (``failing_since`` is set to that moment at the first failure; to the first failure when the
+  server never answered since the control plane started). Detection therefore takes at most
+  ``down_after`` plus one probe timeout after the server died (the watching run sweeps again at the
+  moment a failing server's time is up, see ``next_deadline``);
+* how sweeps are driven does not matter (a watching run, or ``farmkeeper run health-check`` from cron):
+  only a gap in probing longer than ``stopped_gap(health_interval)`` = max(2 min, 3 × interval) means the
+  control plane itself was stopped; then the count restarts at the next failure, so a stale failure
   never fails a server over on its own;
 * a down server that answers again is **recovered** (state ``up``); an ``unknown`` server that
   answers is simply ``up``;
@@ -69,6 +74,7 @@ class ProbeResult:
     ok: bool
     latency_s: float
     error: str = ""
+    at: datetime | None = None      # when the probe ended (None: when it is recorded)
 
 
 async def _probe_tcp(host: str, port: int, timeout: float) -> None:
@@ -143,13 +149,15 @@ async def probe_one(target: ProbeTarget, timeout: float) -> ProbeResult:
         else:
             raise ValueError(f"unknown health probe {target.health!r}")
     except TimeoutError:
-        return ProbeResult(target.server, False, time.monotonic() - started, f"no answer within {timeout:g} s")
+        return ProbeResult(target.server, False, time.monotonic() - started, f"no answer within {timeout:g} s",
+                           utcnow())
     except Exception as exc:  # noqa: BLE001 - any failure is a failed probe
         text = str(exc) or type(exc).__name__
         if target.password:
             text = text.replace(target.password, "***")
-        return ProbeResult(target.server, False, time.monotonic() - started, f"{type(exc).__name__}: {text}"[:300])
-    return ProbeResult(target.server, True, time.monotonic() - started)
+        return ProbeResult(target.server, False, time.monotonic() - started,
+                           f"{type(exc).__name__}: {text}"[:300], utcnow())
+    return ProbeResult(target.server, True, time.monotonic() - started, at=utcnow())
 
 
 async def probe_all_async(targets: Sequence[ProbeTarget], timeout: float) -> list[ProbeResult]:
@@ -205,16 +213,27 @@ class HealthChange:
     error: str | None = None
 
 
-def next_health(current: Health, ok: bool, now: datetime, down_after_s: float, error: str = "") -> HealthChange:
+STOPPED_GAP_MIN_S = 120.0
+
+
+def stopped_gap(health_interval_s: float) -> float:
+    """A gap in probing longer than this means the control plane was stopped: max(2 min, 3 × interval)."""
+    return max(STOPPED_GAP_MIN_S, 3 * health_interval_s)
+
+
+def next_health(current: Health, ok: bool, now: datetime, down_after_s: float, error: str = "",
+                stopped_gap_s: float = STOPPED_GAP_MIN_S) -> HealthChange:
     """The pure state machine: the server's health after one probe at ``now``."""
     if ok:
         new = Health(ServerState.up, None, now, now, current.maintenance)
         transition = {ServerState.down: Transition.recovered, ServerState.unknown: Transition.up}.get(current.state)
         return HealthChange(new, transition, None)
     failing_since = current.failing_since
-    stale = current.probed_at is None or now - current.probed_at > timedelta(seconds=down_after_s)
-    if failing_since is None or (stale and current.state != ServerState.down):
-        failing_since = now
+    stopped = current.probed_at is None or now - current.probed_at > timedelta(seconds=stopped_gap_s)
+    if current.state != ServerState.down and stopped:
+        failing_since = now          # nobody watched: count from now, not from an old success
+    elif failing_since is None:
+        failing_since = current.last_seen if current.last_seen is not None else now
     state, transition = current.state, None
     if current.state != ServerState.down and now - failing_since >= timedelta(seconds=down_after_s):
         state = ServerState.down
@@ -235,8 +254,16 @@ class ServerTransition:
     error: str | None = None
 
 
+def next_deadline(servers: Sequence[Server], down_after_s: float) -> datetime | None:
+    """When the earliest failing, not yet down server reaches ``down_after`` (None: nobody is failing)."""
+    due = [s.failing_since + timedelta(seconds=down_after_s) for s in servers
+           if s.failing_since is not None and s.state != ServerState.down]
+    return min(due, default=None)
+
+
 def apply_probe_results(session: Session, results: Sequence[ProbeResult], down_after_s: float,
-                        now: datetime | None = None, attempts: int = 5) -> list[ServerTransition]:
+                        now: datetime | None = None, attempts: int = 5,
+                        stopped_gap_s: float = STOPPED_GAP_MIN_S) -> list[ServerTransition]:
     """Write the probe results to the server rows; returns the transitions that this call made.
 
     Each row is updated with ``WHERE version = <read version>``; when another writer got there first
@@ -248,24 +275,27 @@ def apply_probe_results(session: Session, results: Sequence[ProbeResult], down_a
     table = Server.__table__  # type: ignore[attr-defined]
     transitions: list[ServerTransition] = []
     for result in results:
+        when = result.at or now
         for _ in range(attempts):
             server = session.exec(select(Server).where(Server.name == result.server)
                                   .execution_options(populate_existing=True)).first()
             if server is None:
                 break
-            change = next_health(health_of(server), result.ok, now, down_after_s, result.error)
+            if server.probed_at is not None and when < server.probed_at:
+                break       # an older result than what another sweep recorded already
+            change = next_health(health_of(server), result.ok, when, down_after_s, result.error, stopped_gap_s)
             h = change.health
             values: dict[str, object] = {
                 "failing_since": h.failing_since, "last_seen": h.last_seen, "probed_at": h.probed_at,
                 "probe_error": change.error, "version": server.version + 1,
             }
             if h.state != server.state:
-                values |= {"state": h.state, "state_changed_at": now}
+                values |= {"state": h.state, "state_changed_at": when}
             updated = session.execute(sa.update(table).where(table.c.name == server.name,
                                                              table.c.version == server.version).values(**values))
             if updated.rowcount == 1:  # type: ignore[attr-defined]
                 if change.transition is not None:
-                    transitions.append(ServerTransition(server.name, change.transition, now, change.error))
+                    transitions.append(ServerTransition(server.name, change.transition, when, change.error))
                     detail = {"error": change.error} if change.error else {}
                     inventory.record_server_event(session, server.name, change.transition.value, **detail)
                 break

@@ -125,9 +125,9 @@ class Server(ServerBase, table=True):
     declared_master: bool = False
     state: ServerState = ServerState.unknown
     last_seen: datetime | None = _ts()
-    failing_since: datetime | None = _ts()
+    failing_since: datetime | None = _ts()   # down_after counts from here: the last success before failing
     state_changed_at: datetime | None = _ts()
-    probed_at: datetime | None = _ts()     # last health sweep that probed it (gaps restart failing_since)
+    probed_at: datetime | None = _ts()     # last health sweep that probed it (swept_at; a stop restarts the count)
     probe_error: str | None = None         # why the last probe failed (no credentials)
     failover_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # preferred targets
     version: int = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prefect import get_run_logger, task
 
@@ -30,6 +31,7 @@ class HealthUpdate:
     recoveries: list[core_failover.RecoveryResult] = field(default_factory=list)
     offline: dict[str, list[str]] = field(default_factory=dict)     # down-in-maintenance server → cameras
     new_master: str | None = None
+    next_deadline: datetime | None = None    # a failing server's down_after is up then: sweep at that moment
 
     def of(self, kind: Transition) -> list[str]:
         return [t.server for t in self.transitions if t.transition == kind]
@@ -88,7 +90,8 @@ def _record(sweep: ProbeSweep) -> HealthUpdate:
     logger = get_run_logger()
     update = HealthUpdate()
     with inventory_session() as session:
-        update.transitions = health.apply_probe_results(session, sweep.results, sweep.down_after_s)
+        update.transitions = health.apply_probe_results(session, sweep.results, sweep.down_after_s,
+                                                        stopped_gap_s=health.stopped_gap(sweep.health_interval_s))
         for t in update.transitions:
             if t.transition in (Transition.up, Transition.recovered):
                 logger.info("server %s: %s", t.server, t.transition.value)
@@ -100,6 +103,7 @@ def _record(sweep: ProbeSweep) -> HealthUpdate:
                 update.recoveries.append(core_failover.apply_recovery(session, t.server))
         if update.transitions:
             update.new_master = core_failover.ensure_master(session)
+        update.next_deadline = health.next_deadline(inventory.list_servers(session), sweep.down_after_s)
     return update
 
 

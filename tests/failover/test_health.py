@@ -119,8 +119,10 @@ UP, DOWN, UNKNOWN = ServerState.up, ServerState.down, ServerState.unknown
         (Health(UNKNOWN), True, 0, UP, None, Transition.up),
         # healthy stays healthy, no transition
         (Health(UP, None, at(0), at(0)), True, 1, UP, None, None),
-        # first failure starts the clock
-        (Health(UP, None, at(0), at(0)), False, 1, UP, at(1), None),
+        # the first failure: down_after counts from the last success, not from this probe
+        (Health(UP, None, at(0), at(0)), False, 1, UP, at(0), None),
+        # no success for down_after: down at once, however the sweeps were spaced
+        (Health(UP, None, at(0), at(0)), False, 5, DOWN, at(0), Transition.down),
         # still failing, below down_after (5 s)
         (Health(UP, at(1), at(0), at(5)), False, 5.9, UP, at(1), None),
         # failing for exactly down_after: down
@@ -132,9 +134,13 @@ UP, DOWN, UNKNOWN = ServerState.up, ServerState.down, ServerState.unknown
         # answers again: recovered
         (Health(DOWN, at(1), at(0), at(7)), True, 8, UP, None, Transition.recovered),
         # one success resets the clock
-        (Health(UP, None, at(4), at(4)), False, 5, UP, at(5), None),
-        # a gap in probing longer than down_after restarts the clock (control plane was stopped)
-        (Health(UP, at(0), at(-1), at(1)), False, 100, UP, at(100), None),
+        (Health(UP, None, at(4), at(4)), False, 5, UP, at(4), None),
+        # sweeps driven by cron, 11 s apart (> down_after): the gap does not restart the count
+        (Health(UP, None, at(0), at(0)), False, 11, DOWN, at(0), Transition.down),
+        (Health(UP, at(0), at(0), at(11)), False, 22, DOWN, at(0), Transition.down),
+        # a gap longer than max(2 min, 3 x interval) restarts the count (the control plane was stopped)
+        (Health(UP, at(0), at(-1), at(1)), False, 122, UP, at(122), None),
+        (Health(UP, None, at(0), at(0)), False, 121, UP, at(121), None),
         # unknown server failing from the start goes down after down_after
         (Health(UNKNOWN, at(0), None, at(4)), False, 5, DOWN, at(0), Transition.down),
     ],
