@@ -12,8 +12,11 @@ them from any text, apprise's own log records included. Farm-file entries may be
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -253,3 +256,155 @@ def notify(urls: Sequence[str], title: str, body: str, *, kind: str = "info", re
             logger.warning("notification to %s failed after %d attempts: %s", shown, retries + 1, title)
             result.failed.append(shown)
     return result
+
+
+# --- delivery: one bounded queue and worker thread per target; the caller never waits ------------------
+
+DELIVERY_TIMEOUT_S = 5.0      # per target and attempt: connect and read timeouts of the apprise plugin
+DELIVERY_RETRIES = 2          # attempts after the first, 1 s, 2 s apart
+QUEUE_SIZE = 200              # messages waiting per target; beyond it the oldest is dropped (and logged)
+
+
+@dataclass(frozen=True)
+class _Message:
+    title: str
+    body: str
+    kind: str
+
+
+def _notify_type(kind: str) -> Any:
+    import apprise
+
+    return {"success": apprise.NotifyType.SUCCESS, "warning": apprise.NotifyType.WARNING,
+            "failure": apprise.NotifyType.FAILURE}.get(kind, apprise.NotifyType.INFO)
+
+
+def deliver(url: str, title: str, body: str, kind: str = "info", *, retries: int = DELIVERY_RETRIES,
+            retry_delay_s: float = 1.0, timeout_s: float = DELIVERY_TIMEOUT_S) -> bool:
+    """Deliver one message to one target, each attempt bounded by ``timeout_s``; logs once if it never arrives."""
+    import apprise
+
+    install_log_redaction()
+    shown = redact_target(url)
+    target = apprise.Apprise()
+    if not target.add(url):
+        logger.warning("notification target %s is not a valid apprise URL; not sent: %s", shown, title)
+        return False
+    for plugin in target:
+        plugin.socket_connect_timeout = timeout_s
+        plugin.socket_read_timeout = timeout_s
+    for attempt in range(retries + 1):
+        try:
+            if target.notify(title=title, body=body, notify_type=_notify_type(kind)):
+                return True
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is a failed attempt
+            logger.debug("notification to %s raised %s", shown, type(exc).__name__)
+        if attempt < retries:
+            time.sleep(retry_delay_s * (attempt + 1))
+    logger.warning("notification to %s undelivered after %d attempts: %s", shown, retries + 1, title)
+    return False
+
+
+class _Lane:
+    """The queue and worker thread of one target: a hung target delays only its own messages."""
+
+    def __init__(self, url: str, outbox: Outbox) -> None:
+        self.url, self.outbox = url, outbox
+        self.queue: queue.Queue[_Message | None] = queue.Queue(maxsize=outbox.queue_size)
+        self.busy = False
+        self.thread = threading.Thread(target=self._run, name=f"notify {redact_target(url)[:40]}", daemon=True)
+        self.thread.start()
+
+    def put(self, message: _Message) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(message)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    dropped = self.queue.get_nowait()
+                    self.queue.task_done()
+                    if dropped is not None:
+                        logger.warning("notification queue of %s full: dropped %r", redact_target(self.url),
+                                       dropped.title)
+
+    def _run(self) -> None:
+        while True:
+            message = self.queue.get()
+            try:
+                if message is None:
+                    return
+                self.busy = True
+                ok = deliver(self.url, message.title, message.body, message.kind, retries=self.outbox.retries,
+                             retry_delay_s=self.outbox.retry_delay_s, timeout_s=self.outbox.timeout_s)
+                self.outbox.count(ok)
+            finally:
+                self.busy = False
+                self.queue.task_done()
+
+
+class Outbox:
+    """Notifications sent from worker threads: ``send`` only queues (bounded), never waits for a target."""
+
+    def __init__(self, *, queue_size: int = QUEUE_SIZE, retries: int = DELIVERY_RETRIES, retry_delay_s: float = 1.0,
+                 timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
+        self.queue_size, self.retries = queue_size, retries
+        self.retry_delay_s, self.timeout_s = retry_delay_s, timeout_s
+        self.delivered = 0
+        self.undelivered = 0
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+
+    def send(self, urls: Sequence[str], title: str, body: str, *, kind: str = "info",
+             secrets: Iterable[str] = ()) -> None:
+        """Queue ``title``/``body`` (redacted) for every URL and return at once."""
+        for url in urls:
+            redact_target(url)   # remembers every URL's secrets before the texts are redacted
+        secrets = list(secrets)
+        message = _Message(redact(title, secrets), redact(body, secrets), kind)
+        for url in urls:
+            with self._lock:
+                lane = self._lanes.get(url)
+                if lane is None or not lane.thread.is_alive():
+                    lane = self._lanes[url] = _Lane(url, self)
+            lane.put(message)
+
+    def count(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self.delivered += 1
+            else:
+                self.undelivered += 1
+
+    def pending(self) -> int:
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return sum(lane.queue.qsize() + (1 if lane.busy else 0) for lane in lanes)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait (at most ``timeout_s``) until every queued message was delivered or given up; True if so."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+_outbox: Outbox | None = None
+_outbox_lock = threading.Lock()
+
+
+def outbox() -> Outbox:
+    """The process-wide outbox; at exit it waits up to 15 s for queued notifications."""
+    global _outbox
+    with _outbox_lock:
+        if _outbox is None:
+            _outbox = Outbox()
+            atexit.register(_flush_at_exit, _outbox)
+        return _outbox
+
+
+def _flush_at_exit(box: Outbox) -> None:
+    if not box.flush(15.0):
+        logger.warning("%d notification(s) still undelivered at exit", box.pending())

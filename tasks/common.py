@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from sqlmodel import Session
 
 from farmkeeper import inventory
 from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.models import Server
-from farmkeeper.notify import notify, resolve_targets
+from farmkeeper.notify import outbox, resolve_targets
 from farmkeeper.settings import load_settings
 from farmkeeper.volumes import ServerVolume, server_volumes
 
@@ -44,27 +46,42 @@ def server_password(server: Server) -> str:
     return inventory.resolve_password(server, secret_loader=load_secret)
 
 
-@task(name="notify", retries=0, tags=[])
+_last_urls: list[str] = []
+
+
 def send_notification(title: str, body: str, kind: str = "info", urls: list[str] | None = None) -> list[str]:
-    """Send to the farm's notify targets (or ``urls``); failures are logged, never raised.
+    """Queue a notification to the farm's notify targets (or ``urls``) and return at once.
 
     ``{env: NAME}`` and ``{secret: BLOCK}`` entries are resolved here, at run time; only the privacy form of a
-    URL is ever logged or returned (``notify.redact_target``).
+    URL is ever logged (``notify.redact_target``). Delivery happens on worker threads
+    (``farmkeeper.notify.outbox``: a bounded queue per target, a timeout per attempt, retries, one log line
+    when a message is given up), so a dead or hung target never holds a sweep or a flow. When the inventory
+    does not answer, the targets it last gave are used. Returns the URLs it was queued for.
     """
-    logger = get_run_logger()
+    global _last_urls
+    logger = _logger()
     if urls is None:
-        with inventory_session() as session:
-            entries = list(inventory.farm_settings(session).notify)
-        resolved = resolve_targets(entries, secret_loader=load_secret)
-        for problem in resolved.problems:
-            logger.warning("%s", problem)
-        urls = resolved.urls
-    if not urls:
-        return []
-    result = notify(urls, title, body, kind=kind)
-    for url in result.failed:
-        logger.warning("notification to %s failed: %s", url, title)
-    return result.delivered
+        try:
+            with inventory_session() as session:
+                entries = list(inventory.farm_settings(session).notify)
+        except Exception as exc:  # noqa: BLE001 - the inventory is unavailable: the targets it last gave
+            logger.warning("notify targets not readable (%s); using the last known ones", type(exc).__name__)
+            urls = list(_last_urls)
+        else:
+            resolved = resolve_targets(entries, secret_loader=load_secret)
+            for problem in resolved.problems:
+                logger.warning("%s", problem)
+            urls = _last_urls = resolved.urls
+    if urls:
+        outbox().send(urls, title, body, kind=kind)
+    return urls
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run
+        return logging.getLogger(__name__)
 
 
 def farm_volumes(servers: list[str] | None = None) -> list[ServerVolume]:
