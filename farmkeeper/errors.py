@@ -115,3 +115,33 @@ class StorageUnavailable(StorageError):
 
 class VerificationError(StorageError):
     """A copied file does not match its source."""
+
+
+_TRANSIENT_ERRNOS = frozenset({
+    _errno.EAGAIN, _errno.EBUSY, _errno.ETIMEDOUT, _errno.ECONNRESET, _errno.ECONNREFUSED, _errno.ECONNABORTED,
+    _errno.EHOSTUNREACH, _errno.EHOSTDOWN, _errno.ENETUNREACH, _errno.ENETDOWN, _errno.EPIPE,
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The one retry policy: may the same call succeed if it is simply tried again?
+
+    Yes for a lost or refused connection, a timeout, a busy or unreachable database, and a
+    ``StorageError`` whose ``transient`` flag says so (``StorageUnavailable``); no for every other
+    project error (a full volume, bad input, a refusal the user has to act on) and for bugs.
+    """
+    import sqlalchemy.exc as sa_exc
+
+    if isinstance(exc, StorageError):
+        return exc.transient
+    if isinstance(exc, FarmkeeperError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    return False

@@ -10,37 +10,18 @@ import time
 from typing import Any, Literal, cast
 from uuid import UUID
 
-from prefect import Task, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 
 from farmkeeper import copyjobs, swapback
-from farmkeeper.errors import FarmkeeperError, InventoryError, StorageUnavailable
+from farmkeeper.errors import InventoryError
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
 from farmkeeper.volumes import ServerVolume
-from tasks.common import Tag, farm_volumes, inventory_session, send_notification, storage_prefer
+from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, send_notification, storage_prefer
 
 COPY_LIMIT = "farmkeeper-copy-jobs"
 DEFAULT_COPY_LIMIT = 2
-
-
-def _transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only what a retry can fix: lost connections, not a full volume or a refused job."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001 - no result to inspect: retry
-        return True
-    return isinstance(exc, StorageUnavailable | ConnectionError | TimeoutError)
-
-
-def _not_user_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry database hiccups, not a refusal the user has to act on (unknown camera, busy camera...)."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001
-        return True
-    return not isinstance(exc, FarmkeeperError)
 
 
 def _open(sv: ServerVolume) -> Volume:
@@ -52,21 +33,22 @@ def _volumes(servers: list[str]) -> dict[tuple[str, str], ServerVolume]:
 
 
 @task(name="select-swap-back-cameras", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db],
-      cache_policy=NO_CACHE, retry_condition_fn=_not_user_error)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def select_swap_back(server: str | None, cameras: list[str]) -> swapback.Selection:
     with inventory_session() as session:
         return swapback.select_cameras(session, server=server, cameras=cameras)
 
 
 @task(name="check-cameras-free", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db], cache_policy=NO_CACHE,
-      retry_condition_fn=_not_user_error)
+      retry_condition_fn=retry_transient)
 def check_cameras_free(kind: str, cameras: list[str], target: str) -> None:
     """Refuse (``CameraBusyError``) when a live copy job of another run touches one of the cameras."""
     with inventory_session() as session:
         copyjobs.check_cameras_free(session, cameras, kind=kind, target=target)
 
 
-@task(name="move-cameras-home", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+@task(name="move-cameras-home", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def move_cameras_home(cameras: list[str]) -> list[swapback.MovedHome]:
     """``current = home`` for each camera (row locks, version bump); the recorders follow within seconds."""
     with inventory_session() as session:
@@ -77,7 +59,7 @@ def move_cameras_home(cameras: list[str]) -> list[swapback.MovedHome]:
 
 
 @task(name="wait-segments-closed", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_smb],
-      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def wait_segments_closed(cameras: list[str], servers: list[str], timeout_s: float = 120.0,
                          poll_s: float = 1.0) -> dict[str, list[str]]:
     """Wait until no camera segment is still being written on the servers' volumes; returns what stayed open."""
@@ -115,14 +97,14 @@ def _scan(cameras: list[str], target: str, sources: list[str]) -> tuple[list[cop
 
 
 @task(name="scan-copy-sources", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_smb], cache_policy=NO_CACHE,
-      retry_condition_fn=_transient)
+      retry_condition_fn=retry_transient)
 def scan_copy_sources(cameras: list[str], target: str, sources: list[str]) -> copyjobs.PlanReport:
     """What a copy job would copy (read-only: dry runs)."""
     return _scan(cameras, target, sources)[1]
 
 
 @task(name="plan-copy-job", retries=3, retry_delay_seconds=[2, 5, 15], tags=[Tag.uses_smb, Tag.uses_db],
-      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def plan_copy_job(kind: str, cameras: list[str], target: str, sources: list[str], options: copyjobs.JobOptions,
                   flow_run_id: str | None = None) -> copyjobs.PlanReport:
     """Scan the sources, then claim (resume or create) the job and record its items in one short transaction."""
@@ -141,7 +123,7 @@ def plan_copy_job(kind: str, cameras: list[str], target: str, sources: list[str]
 
 
 @task(name="copy-batch", retries=3, retry_delay_seconds=[2, 5, 15], tags=[Tag.uses_smb, Tag.copies, Tag.deletes],
-      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def copy_batch(job_id: int, key: copyjobs.BatchKey, options: copyjobs.JobOptions,
                progress_artifact: UUID | None = None) -> copyjobs.BatchResult:
     """Copy, verify and (delete_source) remove the sources of every pending file of one volume pair."""
@@ -171,13 +153,15 @@ def copy_batch(job_id: int, key: copyjobs.BatchKey, options: copyjobs.JobOptions
     return result
 
 
-@task(name="finish-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+@task(name="finish-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def finish_copy_job(job_id: int, error: str | None = None) -> copyjobs.JobSummary:
     with inventory_session() as session:
         return copyjobs.finish_job(session, job_id, error=error)
 
 
-@task(name="fail-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+@task(name="fail-copy-job", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def fail_copy_job(job_id: int, error: str) -> None:
     """The run gives up on the job: ``failed``, so the next run resumes it at once."""
     with inventory_session() as session:
@@ -185,7 +169,7 @@ def fail_copy_job(job_id: int, error: str) -> None:
 
 
 @task(name="end-failover-events", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
-      cache_policy=NO_CACHE)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def end_failover_events(cameras: list[str]) -> list[str]:
     """``ended_at`` on the open failover events of cameras whose footage is home; returns those cameras."""
     with inventory_session() as session:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from farmkeeper import failover as core_failover
-from tasks.common import Tag, inventory_session
+from tasks.common import Tag, inventory_session, retry_transient
 
 
-@task(name="fail-over-server", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
+@task(name="fail-over-server", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
+      retry_condition_fn=retry_transient)
 def fail_over_server(server: str, force: bool = False, reason: str = "server down") -> core_failover.FailoverResult:
     """Plan and apply the failover of ``server`` (locks the server rows; safe to re-run)."""
     logger = get_run_logger()

@@ -12,8 +12,7 @@ from farmkeeper.errors import FarmkeeperError
 from farmkeeper.inventory import storage_settings
 from farmkeeper.storage import Space, Volume, open_volume
 from farmkeeper.volumes import ServerVolume
-from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
-from tasks.copyjobs import _not_user_error, _transient
+from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, storage_prefer
 
 
 def _open(sv: ServerVolume) -> Volume:
@@ -21,7 +20,7 @@ def _open(sv: ServerVolume) -> Volume:
 
 
 @task(name="select-move-cameras", retries=2, retry_delay_seconds=[1, 3], tags=[Tag.uses_db], cache_policy=NO_CACHE,
-      retry_condition_fn=_not_user_error)
+      retry_condition_fn=retry_transient)
 def select_move(cameras: list[str], target: str) -> move.MoveSelection:
     """The cameras and the target, checked (unknown, down, maintenance, capacity, not movable: refused)."""
     with inventory_session() as session:
@@ -29,7 +28,7 @@ def select_move(cameras: list[str], target: str) -> move.MoveSelection:
 
 
 @task(name="plan-move", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_smb, Tag.uses_db],
-      cache_policy=NO_CACHE, retry_condition_fn=_transient)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def plan_move(selection: move.MoveSelection, footage: move.Footage) -> move.MovePlan:
     """Files and bytes per source volume, what is already on the target, and the target's space (read only)."""
     logger = get_run_logger()
@@ -69,7 +68,7 @@ def plan_move(selection: move.MoveSelection, footage: move.Footage) -> move.Move
 
 
 @task(name="assign-moved-cameras", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
-      cache_policy=NO_CACHE)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def assign_cameras(cameras: list[str], target: str, footage: move.Footage,
                    run_id: str | None = None) -> list[move.Assigned]:
     """``current = home = target`` (pinned until the counts agree); recorded as ownership changes and an event."""
@@ -82,7 +81,7 @@ def assign_cameras(cameras: list[str], target: str, footage: move.Footage,
 
 
 @task(name="end-moved-failovers", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
-      cache_policy=NO_CACHE)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def end_failovers(cameras: list[str]) -> list[str]:
     """Open failover events of moved cameras end: their home and recording are now the target."""
     with inventory_session() as session:

@@ -7,17 +7,19 @@ from prefect.cache_policies import NO_CACHE
 
 from farmkeeper import inventory
 from farmkeeper.ownership import CountResult, OwnershipOutcome, apply_ownership, count_footage
-from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, storage_prefer
 
 
-@task(name="servers-with-volumes", retries=2, retry_delay_seconds=[1, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+@task(name="servers-with-volumes", retries=2, retry_delay_seconds=[1, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def servers_with_volumes() -> list[str]:
     """The servers whose volumes hold footage to count."""
     with inventory_session() as session:
         return sorted({v.server_name for v in inventory.list_volumes(session)})
 
 
-@task(name="count-server-footage", retries=2, retry_delay_seconds=[5, 15], tags=[Tag.uses_smb], cache_policy=NO_CACHE)
+@task(name="count-server-footage", retries=2, retry_delay_seconds=[5, 15], tags=[Tag.uses_smb], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def count_server_footage(server: str, prefer: str | None = None) -> CountResult:
     """Video files per camera/stream/day on every volume of ``server`` (volumes in parallel)."""
     volumes = farm_volumes([server])
@@ -27,7 +29,8 @@ def count_server_footage(server: str, prefer: str | None = None) -> CountResult:
     return result
 
 
-@task(name="apply-ownership", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE)
+@task(name="apply-ownership", retries=2, retry_delay_seconds=[2, 5], tags=[Tag.uses_db], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def apply_ownership_counts(result: CountResult, dry_run: bool = False) -> OwnershipOutcome:
     """Decide each camera's home from the counts; unless ``dry_run``, apply and record (row locks)."""
     with inventory_session() as session:

@@ -7,30 +7,18 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy.exc import OperationalError
 
 from farmkeeper import floors, inventory
 from farmkeeper import retention as core
-from farmkeeper.errors import FarmkeeperError, NotFoundError, StorageUnavailable
+from farmkeeper.errors import FarmkeeperError, NotFoundError
 from farmkeeper.models import ServerState
 from farmkeeper.settings import load_settings
 from farmkeeper.storage import open_volume
 from farmkeeper.volumes import ServerVolume, server_volumes
-from tasks.common import Tag, farm_volumes, inventory_session, server_password, storage_prefer
+from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, server_password, storage_prefer
 
 BATCH_SIZE = 2000
 LEASE_S = 900.0
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may pass: an unreachable share or a busy database."""
-    try:
-        state.result()
-    except (StorageUnavailable, OperationalError, TimeoutError, ConnectionError):
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(name="check-volume-floors", retries=0, cache_policy=NO_CACHE, tags=[Tag.uses_db])
@@ -65,7 +53,8 @@ def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
             "unknown": unknown + [c.text() for c in checks if c.error]}
 
 
-@task(name="list-retention-volumes", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
+@task(name="list-retention-volumes", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
+      retry_condition_fn=retry_transient)
 def list_retention_volumes(servers: list[str] | None = None,
                            volumes: list[str] | None = None) -> list[dict[str, Any]]:
     """Every volume of the named servers (all when ``None``), or only ``volumes`` (``SERVER:DRIVE``);
@@ -88,7 +77,7 @@ def list_retention_volumes(servers: list[str] | None = None,
         return out
 
 
-@task(name="sweep-volume", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_transient,
+@task(name="sweep-volume", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_transient,
       cache_policy=NO_CACHE, tags=[Tag.uses_smb, Tag.uses_db, Tag.deletes])
 def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False, force: bool = False,
                  batch_size: int = BATCH_SIZE) -> dict[str, Any]:

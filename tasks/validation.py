@@ -6,11 +6,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from farmkeeper.validation import ValidationReport, check_group, load_group, record_findings
-from tasks.common import Tag, inventory_session, server_password, storage_prefer
+from tasks.common import Tag, inventory_session, retry_transient, server_password, storage_prefer
 
 
 @task(name="validate-servers", retries=1, retry_delay_seconds=[5], tags=[Tag.uses_smb, Tag.uses_db],
-      cache_policy=NO_CACHE)
+      cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
 def validate_servers(servers: list[str] | None = None, record: bool = True) -> ValidationReport:
     """Check the group (all servers with volumes, or ``servers``) over SMB; record the last result per check.
 
