@@ -393,3 +393,15 @@ class ValidationFinding(SQLModel, table=True):
     message: str = ""
     fix: str = ""
     at: datetime = _ts(nullable=False)
+
+
+class WatchLease(SQLModel, table=True):
+    """Who sweeps now: one row per lease name, renewed by its holder, taken over once it expires."""
+
+    __tablename__ = "watch_lease"
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=200)          # host:pid:token of the watching process
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    acquired_at: datetime = _ts(nullable=False)
+    renewed_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)

@@ -38,5 +38,16 @@ def farm_status(session: Session) -> dict[str, Any]:
         for j in inventory.running_copy_jobs(session)
     ]
     farm = inventory.farm_settings(session)
-    return {"farm": farm.name, "servers": servers, "cameras": cameras, "copy_jobs": jobs,
-            "notify": [redact_target(entry) for entry in farm.notify]}
+    return {"farm": farm.name, "swept_at": swept_at(session), "servers": servers, "cameras": cameras,
+            "copy_jobs": jobs, "notify": [redact_target(entry) for entry in farm.notify]}
+
+
+def swept_at(session: Session) -> str | None:
+    """When a health sweep last probed the farm (ISO 8601, UTC), None if never: an old value means nobody watches."""
+    from sqlmodel import col, select
+
+    from farmkeeper.models import Server
+
+    last = session.exec(select(Server.probed_at).where(col(Server.probed_at).is_not(None))
+                        .order_by(col(Server.probed_at).desc()).limit(1)).first()
+    return last.isoformat() if last is not None else None

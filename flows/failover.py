@@ -10,12 +10,12 @@ Publishes a table artifact of what moved and notifies the farm's apprise URLs.
 import sys
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from farmkeeper.failover import FailoverResult
-from tasks.common import send_notification
+from tasks.common import call, in_run, run_logger, send_notification
 from tasks.failover import fail_over_server
 
 
@@ -46,12 +46,15 @@ def failover_message(result: FailoverResult, *, newly_down: bool) -> tuple[str, 
 @flow(name="failover", log_prints=False)
 def failover(params: FailoverParams, newly_down: bool = False) -> dict[str, Any]:
     """Fail over one server (capacity-aware, least loaded first, SAN drive-letter rule)."""
-    logger = get_run_logger()
-    result = fail_over_server(params.server, params.force, params.reason)
+    logger = run_logger(__name__)
+    result = call(fail_over_server, params.server, params.force, params.reason)
     rows = result.rows()
-    if rows:
-        create_table_artifact(rows, key=f"failover-{_key(params.server)}",
-                              description=f"Failover of {params.server}: {result.summary()}")
+    if rows and in_run():
+        try:
+            create_table_artifact(rows, key=f"failover-{_key(params.server)}",
+                                  description=f"Failover of {params.server}: {result.summary()}")
+        except Exception as exc:  # noqa: BLE001 - the Prefect API being down never stops a failover
+            logger.warning("failover artifact not published: %s: %s", type(exc).__name__, exc)
     logger.info("%s", result.summary())
     if params.notify and not result.skipped and (rows or newly_down):
         title, body, kind = failover_message(result, newly_down=newly_down)

@@ -23,36 +23,52 @@ or Prefect Secret blocks named by ``smb.password_env``/``password_secret`` for `
 
 # No `from __future__ import annotations`: Prefect resolves the parameter model of a flow loaded from its file.
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
+import os
+import signal
+import socket
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc as sa_exc
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
 
+from farmkeeper.db import ensure_schema, make_engine, session_scope
 from farmkeeper.health import Transition
 from farmkeeper.models import utcnow
+from farmkeeper.settings import load_settings
 from farmkeeper.specs import parse_duration
+from farmkeeper.watch import FarmView, HeldResults, acquire_lease, lease_ttl, release_lease
 from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
 from flows.watchdog import watchdog_steps
-from tasks.common import send_notification
-from tasks.health import HealthUpdate, check_servers, mark_swap_back_started
+from tasks.common import PLAIN, call, send_notification
+from tasks.health import HealthUpdate, load_view, mark_swap_back_started, probe, record_health
 
 
 class HealthCheckParams(BaseModel):
     watch_for: float = Field(0, ge=0, le=86400, description=(
         "Keep sweeping every health_interval for this many seconds (0 = one sweep and return)"))
     max_sweeps: int | None = Field(None, ge=1, description="Stop after this many sweeps (tests, benchmarks)")
+    lease: bool = Field(True, description=(
+        "Watching runs sweep only while they hold the watch lease (one sweeper; another takes over "
+        "when it dies); off: sweep regardless"))
 
 
 DEFAULT_INTERVAL_S = 10.0   # until the inventory has told the farm's health_interval
+WATCH_BUSY_TIMEOUT_MS = 1000  # SQLite: a watch waits this long for a lock, then holds its results and goes on
 
 
 def _logger() -> Any:
@@ -87,11 +103,15 @@ class SweepStep:
 
 @dataclass
 class WatchState:
-    """The memory of one watching run across its sweeps."""
+    """The memory of one watching run across its sweeps (one sweep: a fresh one)."""
 
     sweeps: int = 0
     step_errors: Counter[str] = field(default_factory=Counter)
     failing: dict[str, str] = field(default_factory=dict)   # step → last error, while it keeps failing
+    view: FarmView | None = None                             # what to probe, kept through inventory outages
+    held: HeldResults = field(default_factory=HeldResults)   # results the inventory has not taken yet
+    engine: Engine | None = None                             # short waits: an outage never holds probing long
+    swept_at: datetime | None = None                         # last sweep that probed
 
     def step_failed(self, name: str, exc: BaseException, logger: Any) -> str:
         text = f"{type(exc).__name__}: {exc}"[:500]
@@ -110,9 +130,9 @@ def run_failovers(ctx: SweepContext) -> list[dict[str, Any]]:
     """Fail over each newly down server, and down servers whose stranded cameras can move now."""
     done: list[dict[str, Any]] = []
     for server in ctx.update.of(Transition.down):
-        done.append(failover(FailoverParams(server=server), newly_down=True))
+        done.append(call(failover, FailoverParams(server=server), newly_down=True))
     for server in ctx.update.pending_failovers:
-        done.append(failover(FailoverParams(server=server, reason="stranded, retried")))
+        done.append(call(failover, FailoverParams(server=server, reason="stranded, retried")))
     return done
 
 
@@ -148,12 +168,12 @@ def start_swap_back(server: str) -> tuple[bool, str]:
     params = list(inspect.signature(fn).parameters.values())
     try:
         if params and isinstance(params[0].annotation, type) and issubclass(params[0].annotation, BaseModel):
-            swap_back(params[0].annotation.model_validate({"server": server}))
+            call(swap_back, params[0].annotation.model_validate({"server": server}))
         elif params and params[0].name == "params":
             model = getattr(module, "SwapBackParams", None)
-            swap_back(model.model_validate({"server": server}) if model else {"server": server})
+            call(swap_back, model.model_validate({"server": server}) if model else {"server": server})
         else:
-            swap_back(server)
+            call(swap_back, server)
     except Exception as exc:  # noqa: BLE001 - an automatic swap-back never breaks health checks
         return False, f"swap-back of {server} failed: {type(exc).__name__}: {exc}"
     return True, "started"
@@ -165,7 +185,7 @@ def start_due_swap_backs(ctx: SweepContext) -> list[str]:
     for server in ctx.update.swap_backs_due:
         started, detail = start_swap_back(server)
         (ctx.logger.info if started else ctx.logger.warning)("auto swap-back of %s: %s", server, detail)
-        mark_swap_back_started(server, started, detail)
+        call(mark_swap_back_started, server, started, detail)
         if started:
             started_for.append(server)
     return started_for
@@ -182,63 +202,210 @@ SWEEP_STEPS: list[SweepStep] = [
 ]
 
 
+def _inventory_down(exc: BaseException) -> bool:
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError) \
+        or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+
+
+def _watch_engine() -> Engine:
+    """The inventory engine of a watch: on SQLite it waits at most ``WATCH_BUSY_TIMEOUT_MS`` for a lock."""
+    return ensure_schema(make_engine(load_settings().database_url, busy_timeout_ms=WATCH_BUSY_TIMEOUT_MS))
+
+
+def probe_and_record(watch: WatchState) -> HealthUpdate:
+    """Probe (with the inventory's view, or the last one it gave) and record everything held; never waits long.
+
+    When the inventory does not answer, the results are held (``watch.held``) and the update says
+    ``recorded=False``; the next sweep that reaches it writes them all, oldest first.
+    """
+    logger = _logger()
+    try:
+        if watch.engine is None:
+            watch.engine = _watch_engine()
+        watch.view = load_view(watch.engine, watch.view)
+    except Exception as exc:
+        if watch.view is None or not _inventory_down(exc):
+            raise
+        watch.step_failed("inventory", exc, logger)
+    view = watch.view
+    results = probe(view)
+    watch.swept_at = utcnow()
+    watch.held.add(results)
+    batch, sweeps = watch.held.take(), watch.held.sweeps_held
+    try:
+        update: HealthUpdate = call(record_health, batch, view.down_after_s, view.health_interval_s, watch.engine)
+    except Exception as exc:
+        if not _inventory_down(exc):
+            watch.held.put_back(batch, sweeps)
+            raise
+        watch.held.put_back(batch, sweeps)
+        watch.step_failed("inventory", exc, logger)
+        return HealthUpdate(results=results, health_interval_s=view.health_interval_s, recorded=False)
+    watch.step_ok("inventory", logger)
+    if sweeps > 1:
+        logger.warning("inventory answers again: recorded the results of %d sweeps held meanwhile", sweeps)
+    update.results = results
+    return update
+
+
 def sweep(watch: WatchState | None = None) -> dict[str, Any]:
-    """One probe sweep and every step it triggers; returns a summary. Never raises (errors are in the summary)."""
+    """One probe sweep and every step it triggers; returns a summary. Never raises (errors are in the summary).
+
+    Steps run only when the inventory took this sweep's results (they read and write it).
+    """
     watch = watch if watch is not None else WatchState()
     logger = _logger()
-    summary: dict[str, Any] = {"interval_s": None, "down": [], "transitions": [], "failovers": [], "errors": {}}
+    summary: dict[str, Any] = {"interval_s": None, "down": [], "transitions": [], "failovers": [], "errors": {},
+                               "recorded": False}
     try:
-        update = check_servers()
+        update = probe_and_record(watch)
     except Exception as exc:  # noqa: BLE001 - a failed sweep is logged and counted; the watch goes on
-        summary["errors"]["check_servers"] = watch.step_failed("check_servers", exc, logger)
-        update = HealthUpdate()
-    else:
-        watch.step_ok("check_servers", logger)
-        summary.update(interval_s=update.health_interval_s, down=[r.server for r in update.results if not r.ok],
-                       transitions=[(t.server, t.transition.value) for t in update.transitions],
-                       next_deadline=update.next_deadline)
-    ctx = SweepContext(update, summary, watch, logger)
-    for step in SWEEP_STEPS:
-        try:
-            result = step.run(ctx)
-        except Exception as exc:  # noqa: BLE001 - one step never stops the others or the watch
-            summary["errors"][step.name] = watch.step_failed(step.name, exc, logger)
-            continue
-        watch.step_ok(step.name, logger)
-        if result is not None:
-            summary[step.name] = result
+        summary["errors"]["probe"] = watch.step_failed("probe", exc, logger)
+        watch.sweeps += 1
+        return summary
+    watch.step_ok("probe", logger)
+    summary.update(interval_s=update.health_interval_s, down=[r.server for r in update.results if not r.ok],
+                   transitions=[(t.server, t.transition.value) for t in update.transitions],
+                   next_deadline=update.next_deadline, recorded=update.recorded, held=len(watch.held))
+    if update.recorded:
+        ctx = SweepContext(update, summary, watch, logger)
+        for step in SWEEP_STEPS:
+            try:
+                result = step.run(ctx)
+            except Exception as exc:  # noqa: BLE001 - one step never stops the others or the watch
+                summary["errors"][step.name] = watch.step_failed(step.name, exc, logger)
+                continue
+            watch.step_ok(step.name, logger)
+            if result is not None:
+                summary[step.name] = result
     watch.sweeps += 1
     return summary
 
 
-@flow(name="health-check", log_prints=False)
-def health_check(params: HealthCheckParams | None = None) -> dict[str, Any]:
-    """Probe all servers (one sweep, or sweeps every health_interval for watch_for seconds).
+class Lease:
+    """This run's side of the watch lease (``farmkeeper.watch``): exactly one watching run sweeps."""
 
-    A watching run survives its own errors: a sweep that fails is logged, counted and tried again one
-    interval later; only ``watch_for``, ``max_sweeps`` or cancellation end it.
-    """
-    params = params or HealthCheckParams()
+    def __init__(self, watch: WatchState, flow_run_id: str | None) -> None:
+        self.watch = watch
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.flow_run_id = flow_run_id
+        self.held = False
+        self.renewed = 0.0          # monotonic time of the last renewal that the inventory confirmed
+        self.ttl = lease_ttl(watch.view.down_after_s if watch.view else 30.0)
+
+    def renew(self) -> bool:
+        """Take or renew the lease; True if this run sweeps. While the inventory is down the holder keeps it."""
+        logger = _logger()
+        try:
+            if self.watch.engine is None:
+                self.watch.engine = _watch_engine()
+            if self.watch.view is not None:
+                self.ttl = lease_ttl(self.watch.view.down_after_s)
+            with session_scope(self.watch.engine) as session:
+                grant = acquire_lease(session, self.holder, self.ttl, flow_run_id=self.flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - an unreachable inventory: the holder goes on probing
+            if not _inventory_down(exc):
+                logger.warning("watch lease: %s: %s", type(exc).__name__, exc)
+            return self.held
+        if grant.held and not self.held:
+            logger.info("watch lease taken (%s)%s", self.holder,
+                        f"; previous holder {grant.taken_from.holder} stopped renewing" if grant.taken_from else "")
+            if grant.taken_from is not None and grant.taken_from.flow_run_id:
+                mark_crashed(grant.taken_from.flow_run_id, "its watch lease expired: the process died")
+        elif self.held and not grant.held:
+            logger.warning("watch lease lost to %s; standing by", grant.holder)
+        self.held = grant.held
+        if grant.held:
+            self.renewed = time.monotonic()
+        return self.held
+
+    def release(self) -> None:
+        if not self.held or self.watch.engine is None:
+            return
+        try:
+            with session_scope(self.watch.engine) as session:
+                release_lease(session, self.holder)
+        except Exception as exc:  # noqa: BLE001 - it expires on its own
+            _logger().info("watch lease not released (%s): it expires in %.0f s", type(exc).__name__, self.ttl)
+        self.held = False
+
+
+def mark_crashed(flow_run_id: str, why: str) -> bool:
+    """Mark a zombie flow run Crashed (frees its deployment concurrency slot); logged, never raised."""
+    if PLAIN.get():
+        return False
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(uuid.UUID(flow_run_id))
+            if run.state is not None and run.state.is_final():
+                return False
+            client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+        _logger().warning("flow run %s marked crashed: %s", flow_run_id, why)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the Prefect API is down: logged, not raised into the sweep
+        _logger().info("flow run %s not marked crashed (%s: %s)", flow_run_id, type(exc).__name__, exc)
+        return False
+
+
+def _flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None and not PLAIN.get() else None
+
+
+def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
+    """Sweep every health_interval until ``watch_for``/``max_sweeps`` (a watching run: with the lease)."""
     logger = _logger()
     started = time.monotonic()
     watch = WatchState()
+    run_id = _flow_run_id()
+    if run_id and os.environ.get("FARMKEEPER_WATCH_RUN_FILE"):   # for the supervisor: which run to mark crashed
+        with contextlib.suppress(OSError):
+            Path(os.environ["FARMKEEPER_WATCH_RUN_FILE"]).write_text(run_id)
+    lease = Lease(watch, run_id) if params.watch_for > 0 and params.lease else None
     last: dict[str, Any] = {}
     transitions: list[Any] = []
     interval = DEFAULT_INTERVAL_S
-    while True:
-        sweep_started = time.monotonic()
-        last = sweep(watch)
-        transitions += last["transitions"]
-        interval = float(last["interval_s"] or interval)
-        if params.max_sweeps is not None and watch.sweeps >= params.max_sweeps:
-            break
-        next_at = sweep_started + interval
-        if next_at - started >= params.watch_for:
-            break
-        deadline = last.get("next_deadline")
-        if isinstance(deadline, datetime):   # sweep when a failing server's down_after is up, not later
-            next_at = min(next_at, time.monotonic() + max(0.0, (deadline - utcnow()).total_seconds()) + 0.01)
-        time.sleep(max(0.0, next_at - time.monotonic()))
+    standby_logged = False
+    try:
+        while True:
+            now = time.monotonic()
+            if now - started >= params.watch_for and watch.sweeps:
+                break
+            if lease is not None and not lease.renew():
+                if not standby_logged:
+                    logger.info("another run holds the watch lease; standing by")
+                    standby_logged = True
+                if now - started >= params.watch_for:
+                    break
+                time.sleep(min(lease.ttl / 4, max(0.0, params.watch_for - (now - started))))
+                continue
+            standby_logged = False
+            sweep_started = time.monotonic()
+            last = sweep(watch)
+            transitions += last["transitions"]
+            interval = float(last["interval_s"] or (watch.view.health_interval_s if watch.view else interval))
+            if params.max_sweeps is not None and watch.sweeps >= params.max_sweeps:
+                break
+            next_at = sweep_started + interval
+            if next_at - started >= params.watch_for:
+                break
+            deadline = last.get("next_deadline")
+            if isinstance(deadline, datetime):   # sweep when a failing server's down_after is up, not later
+                next_at = min(next_at, time.monotonic() + max(0.0, (deadline - utcnow()).total_seconds()) + 0.01)
+            while (left := next_at - time.monotonic()) > 0:   # renew the lease while waiting
+                time.sleep(min(left, lease.ttl / 3 if lease else left))
+                if lease is not None and time.monotonic() < next_at and not lease.renew():
+                    break
+    finally:
+        if lease is not None:
+            lease.release()
+        if watch.engine is not None:
+            watch.engine.dispose()
     logger.info("%d sweep%s in %.0f s; transitions: %s; failed steps: %s", watch.sweeps,
                 "s" if watch.sweeps != 1 else "", time.monotonic() - started, transitions or "none",
                 dict(watch.step_errors) or "none")
@@ -246,15 +413,55 @@ def health_check(params: HealthCheckParams | None = None) -> dict[str, Any]:
             "step_errors": dict(watch.step_errors)}
 
 
+@flow(name="health-check", log_prints=False)
+def health_check(params: HealthCheckParams | None = None) -> dict[str, Any]:
+    """Probe all servers (one sweep, or sweeps every health_interval for watch_for seconds).
+
+    A watching run survives its own errors: a sweep that fails is logged, counted and tried again one
+    interval later; only ``watch_for``, ``max_sweeps`` or cancellation end it. Of several watching runs
+    only the holder of the watch lease sweeps; the others stand by and take over when it stops renewing.
+    """
+    return watch_loop(params or HealthCheckParams())
+
+
+def run_watch(params: HealthCheckParams) -> dict[str, Any]:
+    """Run ``health_check`` as a flow run when the Prefect API answers, else in plain mode (no API needed).
+
+    SIGTERM ends the watch cleanly (its lease is released, so a successor sweeps at once).
+    """
+    from deployments.supervisor import api_healthy
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    if api_healthy(os.environ.get("PREFECT_API_URL"), 2.0):
+        return health_check(params)
+    if os.environ.get("PREFECT_API_URL"):
+        logging.getLogger(__name__).warning("Prefect API at %s not answering: watching without a flow run",
+                                            os.environ["PREFECT_API_URL"])
+    token = PLAIN.set(True)
+    try:
+        return health_check.fn(params)
+    finally:
+        PLAIN.reset(token)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.health_check", description=__doc__.split("\n")[0])
     parser.add_argument("--every", default="5m", help="deployment interval (default 5m)")
     parser.add_argument("--overlap", default="30s", help="each run watches this much longer than --every")
     parser.add_argument("--once", action="store_true", help="one sweep in process, no deployment")
+    parser.add_argument("--watch", default=None, help="watch in this process for this long (the supervisor's child)")
     parser.add_argument("--name", default="health-check", help="deployment name")
     args = parser.parse_args(argv)
     if args.once:
-        health_check(HealthCheckParams())
+        run_watch(HealthCheckParams())
+        return
+    if args.watch is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        run_watch(HealthCheckParams(watch_for=parse_duration(args.watch)))
         return
     every = parse_duration(args.every)
     watch = every + parse_duration(args.overlap)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlmodel import Session
 
 from farmkeeper import inventory
 from farmkeeper.db import ensure_schema, get_engine, session_scope
+from farmkeeper.errors import is_transient
 from farmkeeper.models import Server
 from farmkeeper.notify import outbox, resolve_targets
 from farmkeeper.settings import load_settings
@@ -78,10 +80,72 @@ def send_notification(title: str, body: str, kind: str = "info", urls: list[str]
 
 
 def _logger() -> Any:
+    return run_logger(__name__)
+
+
+def run_logger(name: str = __name__) -> Any:
+    """The Prefect run logger inside a run, the module's ``logging`` logger outside one (never raises)."""
     try:
         return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run
-        return logging.getLogger(__name__)
+    except Exception:  # noqa: BLE001 - MissingContextError outside a run
+        return logging.getLogger(name)
+
+
+# Plain mode: flows and tasks called as plain functions (no Prefect run, no API, no ephemeral server).
+# The one-sweep CLI uses it when no Prefect API is up; a watching run falls back to it per call when
+# the Prefect API stops answering.
+PLAIN: ContextVar[bool] = ContextVar("farmkeeper_plain", default=False)
+
+
+def prefect_unreachable(exc: BaseException) -> bool:
+    """Did a Prefect client call fail because the API is down or overloaded (not because of our code)?"""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, PrefectHTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return isinstance(exc, RuntimeError) and "Failed to reach API" in str(exc)
+
+
+def call(runnable: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a Prefect flow or task; as a plain function in plain mode, or when the Prefect API is unreachable.
+
+    Re-running after an API failure is safe for what the sweep calls: failover, recording and swap-back
+    marking are idempotent.
+    """
+    fn = getattr(runnable, "fn", runnable)
+    if PLAIN.get():
+        return fn(*args, **kwargs)
+    try:
+        return runnable(*args, **kwargs)
+    except Exception as exc:
+        if not prefect_unreachable(exc):
+            raise
+        run_logger(__name__).warning("Prefect API unreachable (%s): %s runs in process without a run record",
+                                     type(exc).__name__, getattr(runnable, "name", fn.__name__))
+    token = PLAIN.set(True)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        PLAIN.reset(token)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Every task's ``retry_condition_fn``: retry exactly what ``errors.is_transient`` calls transient."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as err:  # noqa: BLE001 - the result itself could not be read: judge that error
+        exc = err
+    return isinstance(exc, BaseException) and is_transient(exc)
+
+
+def in_run() -> bool:
+    """Inside a Prefect flow run (artifacts and events have somewhere to go)."""
+    from prefect.context import FlowRunContext
+
+    return not PLAIN.get() and FlowRunContext.get() is not None
 
 
 def farm_volumes(servers: list[str] | None = None) -> list[ServerVolume]:

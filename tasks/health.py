@@ -1,24 +1,23 @@
-"""Health tasks: probe every server at once, record the results (state machine), recovery."""
+"""Health tasks: what to probe, probing (no database needed), recording the results (state machine), recovery."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import Engine
 
 from farmkeeper import failover as core_failover
 from farmkeeper import health, inventory
-from farmkeeper.errors import FarmkeeperError
+from farmkeeper.db import ensure_schema, get_engine, session_scope
 from farmkeeper.health import ProbeResult, ServerTransition, Transition
-from tasks.common import Tag, inventory_session, server_password
-
-
-@dataclass
-class ProbeSweep:
-    results: list[ProbeResult]
-    down_after_s: float
-    health_interval_s: float
+from farmkeeper.models import utcnow
+from farmkeeper.watch import FarmView
+from tasks.common import Tag, inventory_session, retry_transient, server_password
 
 
 @dataclass
@@ -32,66 +31,71 @@ class HealthUpdate:
     offline: dict[str, list[str]] = field(default_factory=dict)     # down-in-maintenance server → cameras
     new_master: str | None = None
     next_deadline: datetime | None = None    # a failing server's down_after is up then: sweep at that moment
+    recorded: bool = True                    # False: the inventory did not answer; results are held
 
     def of(self, kind: Transition) -> list[str]:
         return [t.server for t in self.transitions if t.transition == kind]
 
 
-@task(name="check-servers", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
-def check_servers() -> HealthUpdate:
-    """One sweep in one task: probe every server, record the results, find pending failovers/swap-backs.
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run (plain mode, worker threads)
+        return logging.getLogger(__name__)
 
-    One task per sweep (not four) keeps a watching run light on the Prefect API.
+
+def load_view(engine: Engine | None = None, previous: FarmView | None = None) -> FarmView:
+    """What to probe, from the inventory (raises when it does not answer: keep ``previous`` then).
+
+    A password that cannot be resolved now (a Prefect Secret while the API is down) is the previous one.
     """
-    sweep = _probe()
-    update = _record(sweep)
-    update.results, update.health_interval_s = sweep.results, sweep.health_interval_s
-    with inventory_session() as session:
-        update.pending_failovers = [s for s in core_failover.pending_failovers(session)
-                                    if s not in update.of(Transition.down)]
-        update.swap_backs_due = core_failover.swap_back_due(session)
-    return update
-
-
-@task(name="probe-servers", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
-def probe_servers() -> ProbeSweep:
-    """Probe every server of the inventory concurrently (timeout min(2 s, interval/2) each)."""
-    return _probe()
-
-
-def _probe() -> ProbeSweep:
-    logger = get_run_logger()
-    with inventory_session() as session:
+    logger = _logger()
+    known = {t.server: t.password for t in previous.targets} if previous else {}
+    with session_scope(engine or ensure_schema(get_engine())) as session:
         farm = inventory.farm_settings(session)
         passwords: dict[str, str] = {}
         for server in inventory.list_servers(session):
             if (server.health or "smb") == "smb":
                 try:
                     passwords[server.name] = server_password(server)
-                except FarmkeeperError as exc:
-                    logger.warning("server %s: %s", server.name, exc)
-        targets = health.probe_targets(session, passwords)
-        down_after, interval = farm.down_after_s, farm.health_interval_s
-    results = health.probe_all(targets, health.probe_timeout(interval))
+                except Exception as exc:  # noqa: BLE001 - missing env var, Secret block, API down
+                    if known.get(server.name):
+                        passwords[server.name] = known[server.name]
+                    else:
+                        logger.warning("server %s: %s", server.name, exc)
+        targets = tuple(health.probe_targets(session, passwords))
+        return FarmView(targets, farm.down_after_s, farm.health_interval_s, utcnow())
+
+
+def probe(view: FarmView) -> list[ProbeResult]:
+    """Probe every target of ``view`` concurrently (timeout min(2 s, interval/2) each); needs no database."""
+    results = health.probe_all(view.targets, health.probe_timeout(view.health_interval_s))
     failed = [r for r in results if not r.ok]
     if failed:
-        logger.info("%d of %d servers did not answer: %s", len(failed), len(results),
-                    ", ".join(f"{r.server} ({r.error})" for r in failed))
-    return ProbeSweep(results, down_after, interval)
+        _logger().info("%d of %d servers did not answer: %s", len(failed), len(results),
+                       ", ".join(f"{r.server} ({r.error})" for r in failed))
+    return results
 
 
-@task(name="record-health", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db])
-def record_health(sweep: ProbeSweep) -> HealthUpdate:
-    """Apply the probe results to the inventory in one transaction; recovery happens here too."""
-    return _record(sweep)
+@task(name="probe-servers", retries=0, cache_policy=NO_CACHE)
+def probe_servers() -> list[ProbeResult]:
+    """Probe every server of the inventory concurrently."""
+    return probe(load_view())
 
 
-def _record(sweep: ProbeSweep) -> HealthUpdate:
-    logger = get_run_logger()
-    update = HealthUpdate()
-    with inventory_session() as session:
-        update.transitions = health.apply_probe_results(session, sweep.results, sweep.down_after_s,
-                                                        stopped_gap_s=health.stopped_gap(sweep.health_interval_s))
+@task(name="record-health", retries=0, cache_policy=NO_CACHE, tags=[Tag.uses_db])
+def record_health(results: list[ProbeResult], down_after_s: float, health_interval_s: float,
+                  engine: Engine | None = None) -> HealthUpdate:
+    """Apply probe results (oldest first) in one transaction: transitions, recovery, master, what is due.
+
+    No retries here: a watching run holds results the inventory did not take and records them with the
+    next sweep's (``farmkeeper.watch.HeldResults``).
+    """
+    logger = _logger()
+    update = HealthUpdate(results=list(results), health_interval_s=health_interval_s)
+    with session_scope(engine or ensure_schema(get_engine())) as session:
+        update.transitions = health.apply_probe_results(session, results, down_after_s,
+                                                        stopped_gap_s=health.stopped_gap(health_interval_s))
         for t in update.transitions:
             if t.transition in (Transition.up, Transition.recovered):
                 logger.info("server %s: %s", t.server, t.transition.value)
@@ -103,25 +107,15 @@ def _record(sweep: ProbeSweep) -> HealthUpdate:
                 update.recoveries.append(core_failover.apply_recovery(session, t.server))
         if update.transitions:
             update.new_master = core_failover.ensure_master(session)
-        update.next_deadline = health.next_deadline(inventory.list_servers(session), sweep.down_after_s)
+        update.pending_failovers = [s for s in core_failover.pending_failovers(session)
+                                    if s not in update.of(Transition.down)]
+        update.swap_backs_due = core_failover.swap_back_due(session)
+        update.next_deadline = health.next_deadline(inventory.list_servers(session), down_after_s)
     return update
 
 
-@task(name="find-pending-failovers", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
-def find_pending_failovers() -> list[str]:
-    """Down servers whose stranded movable cameras can move now (capacity came back)."""
-    with inventory_session() as session:
-        return core_failover.pending_failovers(session)
-
-
-@task(name="find-swap-backs-due", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
-def find_swap_backs_due() -> list[str]:
-    """Servers healthy for ``auto_swap_back_after`` with cameras still failed over (setting off: none)."""
-    with inventory_session() as session:
-        return core_failover.swap_back_due(session)
-
-
-@task(name="mark-swap-back-started", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db])
+@task(name="mark-swap-back-started", retries=2, retry_delay_seconds=[1, 2], tags=[Tag.uses_db],
+      retry_condition_fn=retry_transient)
 def mark_swap_back_started(server: str, started: bool, detail: str = "") -> None:
     with inventory_session() as session:
         inventory.record_server_event(session, server, "auto-swap-back", started=started, detail=detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,30 +15,44 @@ from farmkeeper.settings import load_settings
 @app.command()
 def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
           port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (loopback)."),
-          health_every: str = typer.Option("5m", "--health-every",
-                                           help="Start a health-check watch run this often (it sweeps every "
-                                                "health_interval in between).")) -> None:
-    """Serve all deployments; starts a local Prefect server (SQLite under FARMKEEPER_HOME) if needed."""
-    from deployments import health_parameters
+          health_every: str = typer.Option("1h", "--health-every",
+                                           help="Each watching health-check run watches this long; its successor "
+                                                "starts before it ends.")) -> None:
+    """Serve all deployments; starts a local Prefect server (SQLite under FARMKEEPER_HOME) if needed.
+
+    Health checking starts at once: a supervisor keeps one watching health-check process running (replaced
+    the moment it ends or dies), probing before the Prefect server is even up.
+    """
+    from deployments.supervisor import WatchSupervisor
+
     from deployments.embedded import local_server, serve_all
     from farmkeeper.specs import parse_duration
 
     every = parse_duration(health_every)
-    overrides = {"health-check": {"interval_s": every, "parameters": health_parameters(every, min(30.0, every / 2))}}
+    # the supervisor watches; the health-check deployment stays for manual runs (no schedule of its own)
+    overrides: dict[str, dict[str, Any]] = {"health-check": {"interval_s": 0}}
     settings = load_settings()
-    if os.environ.get("PREFECT_API_URL"):
-        console.print(f"serving on the Prefect API at {os.environ['PREFECT_API_URL']}")
-        serve_all(limit=limit, overrides=overrides)
-        return
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    with local_server(home, port) as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        console.print(f"Prefect server: {api_url.removesuffix('/api')}  (UI; Ctrl-C stops everything)")
-        try:
+    external = os.environ.get("PREFECT_API_URL")
+    api_url = external or f"http://127.0.0.1:{port}/api"
+    supervisor = WatchSupervisor(env=os.environ | {"PREFECT_API_URL": api_url}, watch_for_s=every,
+                                 log_path=home / "watch.log").start()
+    console.print(f"health checks: watching now (log: {home / 'watch.log'})")
+    try:
+        if external:
+            console.print(f"serving on the Prefect API at {external}")
             serve_all(limit=limit, overrides=overrides)
-        except KeyboardInterrupt:
-            console.print("stopping")
+            return
+        with local_server(home, port) as api_url:
+            os.environ["PREFECT_API_URL"] = api_url
+            console.print(f"Prefect server: {api_url.removesuffix('/api')}  (UI; Ctrl-C stops everything)")
+            try:
+                serve_all(limit=limit, overrides=overrides)
+            except KeyboardInterrupt:
+                console.print("stopping")
+    finally:
+        supervisor.stop()
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -19,6 +20,7 @@ from farmkeeper.cli.app import (
     user_errors,
 )
 
+SERVED_API = "http://127.0.0.1:4200/api"   # where `farmkeeper serve` puts its Prefect server by default
 server_app = typer.Typer(help="Server commands.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
@@ -28,12 +30,20 @@ def run_health_check(
     watch: str = typer.Option("0", "--watch", help="Keep sweeping for this long (e.g. 5m); 0 = one sweep."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """One probe sweep now, in this process: mark down/up, fail over, recover, notify."""
+    """One probe sweep now, in this process: mark down/up, fail over, recover, notify.
+
+    With a Prefect API up (``PREFECT_API_URL``, or a ``farmkeeper serve`` on the default port) the sweep is a
+    flow run there; without one it runs as plain functions (no ephemeral Prefect server to start).
+    """
     watch_s = parse_cli_duration(watch, "--watch", high=7 * 86400)   # before Prefect is imported
-    from flows.health_check import HealthCheckParams, health_check
+    from deployments.supervisor import api_healthy
+
+    if not os.environ.get("PREFECT_API_URL") and api_healthy(SERVED_API, 0.5):
+        os.environ["PREFECT_API_URL"] = SERVED_API     # a local `farmkeeper serve`: record the run there
+    from flows.health_check import HealthCheckParams, run_watch
 
     with user_errors():
-        result = health_check(HealthCheckParams(watch_for=watch_s))
+        result = run_watch(HealthCheckParams(watch_for=watch_s))
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return

@@ -101,6 +101,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         servers.add_row(f"[bold]{s['name']}[/bold]" if s["master"] else s["name"], state, s["role"],
                         "yes" if s["master"] else "", str(s["cameras"]), s["last_seen"] or "-")
     console.print(servers)
+    console.print(f"last health sweep: {_ago(data.get('swept_at'))}", highlight=False)
     cameras = Table(title="cameras")
     for column in ("camera", "name", "home", "current", "movable", "state"):
         cameras.add_column(column)
@@ -200,3 +201,15 @@ def hold_remove(hold_id: int = typer.Argument(..., metavar="ID", min=1, max=2**6
     with db_session() as session:
         inventory.remove_hold(session, hold_id)
     console.print(f"hold {hold_id} removed")
+
+
+def _ago(iso: str | None) -> str:
+    """``2026-... (12 s ago)``; ``never`` when no sweep ever probed: nobody watches the farm."""
+    if not iso:
+        return "never (no health check has run: start `farmkeeper serve`)"
+    from datetime import datetime
+
+    from farmkeeper.models import utcnow
+
+    age = (utcnow() - datetime.fromisoformat(iso)).total_seconds()
+    return f"{iso} ({age:.0f} s ago)"
