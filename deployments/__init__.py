@@ -43,20 +43,23 @@ class DeploymentSpec:
 
 
 # Health checking runs as a watch: a run starts every HEALTH_EVERY_S and sweeps every health_interval for
-# HEALTH_EVERY_S + HEALTH_OVERLAP_S, so consecutive runs overlap and probing never stops, with one flow-run
-# process per HEALTH_EVERY_S instead of one per sweep. Two runs may overlap; a third is cancelled.
+# 2 x HEALTH_EVERY_S + HEALTH_OVERLAP_S, so at any moment two runs are alive (on workers: usually two workers).
+# Only the holder of the watch lease (farmkeeper.watch) sweeps; the other stands by and takes over within the
+# lease when the holder's process or worker dies, and marks the dead run Crashed so it frees its slot.
+# At most three runs at once (two alive plus the one starting); more are cancelled.
+# ``farmkeeper serve`` does not schedule it: its supervisor keeps one watching process alive instead.
 HEALTH_EVERY_S = 300.0
 HEALTH_OVERLAP_S = 30.0
 
 
 def health_parameters(every_s: float = HEALTH_EVERY_S, overlap_s: float = HEALTH_OVERLAP_S) -> dict[str, Any]:
-    return {"params": {"watch_for": every_s + overlap_s}}
+    return {"params": {"watch_for": 2 * every_s + overlap_s}}
 
 
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("health-check", "health_check", "health-check",
                    "Probe every server; mark down after down_after; start failover; mark recovered servers up.",
-                   interval_s=HEALTH_EVERY_S, parameters=health_parameters(), concurrency_limit=2),
+                   interval_s=HEALTH_EVERY_S, parameters=health_parameters(), concurrency_limit=3),
     DeploymentSpec("failover", "failover", "failover",
                    "Move the movable cameras of a down server to live redundant servers (manual: give the server).",
                    concurrency_limit=None),
