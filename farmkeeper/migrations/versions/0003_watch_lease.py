@@ -1,7 +1,7 @@
 """watch lease: exactly one watching health check sweeps; another takes over when it expires
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_watch_lease
+Revises: 0002_watchdog
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 import farmkeeper.models
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003_watch_lease'
+down_revision = '0002_watchdog'
 branch_labels = None
 depends_on = None
 
