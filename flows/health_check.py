@@ -54,7 +54,7 @@ from farmkeeper.watch import FarmView, HeldResults, acquire_lease, lease_ttl, re
 from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
 from flows.watchdog import watchdog_steps
-from tasks.common import PLAIN, call, send_notification
+from tasks.common import PLAIN, call, plain_calls, send_notification
 from tasks.health import HealthUpdate, load_view, mark_swap_back_started, probe, record_health
 
 
@@ -68,7 +68,8 @@ class HealthCheckParams(BaseModel):
 
 
 DEFAULT_INTERVAL_S = 10.0   # until the inventory has told the farm's health_interval
-WATCH_BUSY_TIMEOUT_MS = 1000  # SQLite: a watch waits this long for a lock, then holds its results and goes on
+WATCH_BUSY_TIMEOUT_MS = 500   # SQLite: a watch waits this long for a lock, then holds its results and goes on
+WATCH_PROCESS_BUSY_TIMEOUT_MS = 2000   # a watching process's other inventory work (steps) waits at most this long
 
 
 def _logger() -> Any:
@@ -112,6 +113,7 @@ class WatchState:
     held: HeldResults = field(default_factory=HeldResults)   # results the inventory has not taken yet
     engine: Engine | None = None                             # short waits: an outage never holds probing long
     swept_at: datetime | None = None                         # last sweep that probed
+    inventory_down: bool = False                             # the last attempt to reach the inventory failed
 
     def step_failed(self, name: str, exc: BaseException, logger: Any) -> str:
         text = f"{type(exc).__name__}: {exc}"[:500]
@@ -219,14 +221,16 @@ def probe_and_record(watch: WatchState) -> HealthUpdate:
     ``recorded=False``; the next sweep that reaches it writes them all, oldest first.
     """
     logger = _logger()
-    try:
-        if watch.engine is None:
-            watch.engine = _watch_engine()
-        watch.view = load_view(watch.engine, watch.view)
-    except Exception as exc:
-        if watch.view is None or not _inventory_down(exc):
-            raise
-        watch.step_failed("inventory", exc, logger)
+    if watch.view is None or not watch.inventory_down:   # while it is down, one attempt per sweep: the record
+        try:
+            if watch.engine is None:
+                watch.engine = _watch_engine()
+            watch.view = load_view(watch.engine, watch.view)
+        except Exception as exc:
+            if watch.view is None or not _inventory_down(exc):
+                raise
+            watch.inventory_down = True
+            watch.step_failed("inventory", exc, logger)
     view = watch.view
     results = probe(view)
     watch.swept_at = utcnow()
@@ -239,8 +243,10 @@ def probe_and_record(watch: WatchState) -> HealthUpdate:
             watch.held.put_back(batch, sweeps)
             raise
         watch.held.put_back(batch, sweeps)
+        watch.inventory_down = True
         watch.step_failed("inventory", exc, logger)
         return HealthUpdate(results=results, health_interval_s=view.health_interval_s, recorded=False)
+    watch.inventory_down = False
     watch.step_ok("inventory", logger)
     if sweeps > 1:
         logger.warning("inventory answers again: recorded the results of %d sweeps held meanwhile", sweeps)
@@ -296,6 +302,8 @@ class Lease:
     def renew(self) -> bool:
         """Take or renew the lease; True if this run sweeps. While the inventory is down the holder keeps it."""
         logger = _logger()
+        if self.held and self.watch.inventory_down:
+            return True      # the inventory is away: the holder goes on probing; the sweep's record retries it
         try:
             if self.watch.engine is None:
                 self.watch.engine = _watch_engine()
@@ -441,9 +449,13 @@ def run_watch(params: HealthCheckParams) -> dict[str, Any]:
     if os.environ.get("PREFECT_API_URL"):
         logging.getLogger(__name__).warning("Prefect API at %s not answering: watching without a flow run",
                                             os.environ["PREFECT_API_URL"])
+    from prefect.settings import PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, temporary_settings
+
+    plain_calls()
     token = PLAIN.set(True)
-    try:
-        return health_check.fn(params)
+    try:   # a stray Prefect client call fails at once instead of starting an ephemeral server
+        with temporary_settings({PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}):
+            return health_check.fn(params)
     finally:
         PLAIN.reset(token)
 
@@ -460,6 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         run_watch(HealthCheckParams())
         return
     if args.watch is not None:
+        os.environ.setdefault("FARMKEEPER_SQLITE_BUSY_TIMEOUT_MS", str(WATCH_PROCESS_BUSY_TIMEOUT_MS))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         run_watch(HealthCheckParams(watch_for=parse_duration(args.watch)))
         return

@@ -109,6 +109,30 @@ def prefect_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "Failed to reach API" in str(exc)
 
 
+def plain_calls() -> None:
+    """From now on, a Prefect flow or task called while ``PLAIN`` is set runs as its plain function.
+
+    So every step of a sweep (its own tasks included) runs without a Prefect API: nothing tries to reach
+    one or to start Prefect's ephemeral server. Outside plain mode calls are Prefect's, unchanged.
+    """
+    from prefect import Flow, Task
+
+    for cls in (Task, Flow):
+        if getattr(cls, "_farmkeeper_plain_calls", False):
+            continue
+        original = cls.__call__
+
+        def __call__(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:  # noqa: N807
+            if PLAIN.get():
+                kwargs.pop("return_state", None)
+                kwargs.pop("wait_for", None)
+                return self.fn(*args, **kwargs)
+            return _original(self, *args, **kwargs)
+
+        cls.__call__ = __call__  # type: ignore[method-assign]
+        cls._farmkeeper_plain_calls = True  # type: ignore[attr-defined]
+
+
 def call(runnable: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a Prefect flow or task; as a plain function in plain mode, or when the Prefect API is unreachable.
 
@@ -125,6 +149,7 @@ def call(runnable: Any, *args: Any, **kwargs: Any) -> Any:
             raise
         run_logger(__name__).warning("Prefect API unreachable (%s): %s runs in process without a run record",
                                      type(exc).__name__, getattr(runnable, "name", fn.__name__))
+    plain_calls()
     token = PLAIN.set(True)
     try:
         return fn(*args, **kwargs)

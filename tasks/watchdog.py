@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect import get_run_logger, task
+from prefect import task
 
 from farmkeeper import failover as core_failover
 from farmkeeper import watchdog
 from farmkeeper.storage import Volume, VolumeAccess, open_volume
-from tasks.common import Tag, farm_volumes, inventory_session, storage_prefer
+from tasks.common import Tag, farm_volumes, inventory_session, run_logger, storage_prefer
 
 KEEP_OPEN_S = 300.0
 
@@ -76,7 +76,7 @@ def opener(servers: list[str]) -> Iterator[watchdog.VolumeOpener]:
 @task(name="watch-recordings", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
 def watch_recordings() -> watchdog.WatchUpdate:
     """Look at the newest segment of every camera due a look; record stalled and resumed cameras."""
-    logger = get_run_logger()
+    logger = run_logger(__name__)
     with inventory_session() as session:
         checks = watchdog.plan_checks(session)
     if not checks:

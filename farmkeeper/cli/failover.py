@@ -40,6 +40,10 @@ def run_health_check(
 
     if not os.environ.get("PREFECT_API_URL") and api_healthy(SERVED_API, 0.5):
         os.environ["PREFECT_API_URL"] = SERVED_API     # a local `farmkeeper serve`: record the run there
+    if watch_s > 0:   # a watching process: no step waits long for a locked SQLite inventory
+        from flows.health_check import WATCH_PROCESS_BUSY_TIMEOUT_MS
+
+        os.environ.setdefault("FARMKEEPER_SQLITE_BUSY_TIMEOUT_MS", str(WATCH_PROCESS_BUSY_TIMEOUT_MS))
     from flows.health_check import HealthCheckParams, run_watch
 
     with user_errors():
