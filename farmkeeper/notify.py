@@ -391,6 +391,13 @@ class Outbox:
         return True
 
 
+def warm_up() -> None:
+    """Load apprise and its plugins now (seconds on a busy machine), not inside the first notification's caller."""
+    import apprise
+
+    apprise.Apprise.instantiate("json://127.0.0.1/", suppress_exceptions=True)
+
+
 _outbox: Outbox | None = None
 _outbox_lock = threading.Lock()
 

@@ -365,6 +365,16 @@ def _flow_run_id() -> str | None:
     return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None and not PLAIN.get() else None
 
 
+def _warm_up() -> None:
+    """Import now what the first notification or failover would otherwise import inside a sweep (seconds)."""
+    from farmkeeper.notify import warm_up
+
+    with contextlib.suppress(Exception):
+        warm_up()
+    with contextlib.suppress(ImportError):
+        importlib.import_module("flows.swap_back")
+
+
 def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
     """Sweep every health_interval until ``watch_for``/``max_sweeps`` (a watching run: with the lease)."""
     logger = _logger()
@@ -375,6 +385,8 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             Path(os.environ["FARMKEEPER_WATCH_RUN_FILE"]).write_text(run_id)
     lease = Lease(watch, run_id) if params.watch_for > 0 and params.lease else None
+    if params.watch_for > 0:
+        _warm_up()
     last: dict[str, Any] = {}
     transitions: list[Any] = []
     interval = DEFAULT_INTERVAL_S

@@ -23,9 +23,8 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
     Health checking starts at once: a supervisor keeps one watching health-check process running (replaced
     the moment it ends or dies), probing before the Prefect server is even up.
     """
-    from deployments.supervisor import WatchSupervisor
-
     from deployments.embedded import local_server, serve_all
+    from deployments.supervisor import WatchSupervisor
     from farmkeeper.specs import parse_duration
 
     every = parse_duration(health_every)
