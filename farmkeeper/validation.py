@@ -231,6 +231,7 @@ class ShareProbe:
     space_error: str = ""
     skew_s: float | None = None
     leftover: str | None = None      # probe file that could not be deleted
+    aliases: list[str] = field(default_factory=list)  # folders that are another folder by a second name
 
 
 def clock_skew(before: float, after: float, remote: float) -> float:
@@ -271,6 +272,10 @@ def probe_share(access: VolumeAccess, *, prefer: Prefer = "smb",
             res.space = vol.space()
         except (FarmkeeperError, OSError) as exc:
             res.space_error = scrub(exc)
+        try:
+            res.aliases = vol.find_aliases("", depth=3)   # down to video/<camera>/<stream>, meta/<camera>/<day>
+        except (FarmkeeperError, OSError) as exc:
+            log.warning("cannot look for aliases on %r: %s", vol, scrub(exc))
     finally:
         vol.close()
     return res
@@ -368,6 +373,11 @@ def share_findings(server: ServerInfo, probes: Sequence[ShareProbe], *, skew_max
         else:
             msg = f"{unc}: probe failed: {p.message}"
             fix = f"check share {p.share} of {name} and its volume {p.drive}:"
+        if p.aliases:
+            msg += f"; {len(p.aliases)} folder(s) are another folder by a second name, never walked: " + \
+                "; ".join(a.removesuffix("; not walked (nothing under it is counted, copied or deleted)")
+                          for a in p.aliases)
+            fix = (fix + "; " if fix else "") + f"remove the link(s) on {p.share}: a footage folder must have one name"
         if p.leftover:
             msg += f"; probe file {p.leftover} could not be deleted"
             fix = (fix + "; " if fix else "") + f"delete {unc}\\{p.leftover}"

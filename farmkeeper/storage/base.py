@@ -125,6 +125,11 @@ class Volume(abc.ABC):
     def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
         """``(dir relpath, [file names])`` for every directory under ``prefix`` (a fast form of ``walk``)."""
 
+    def find_aliases(self, prefix: str = "", depth: int = 3) -> list[str]:
+        """Folders under ``prefix`` (``depth`` levels down) that are another folder under a second name (a link,
+        a reparse point), which every walk skips; one text per alias naming both paths when known."""
+        return []
+
     @abc.abstractmethod
     def space(self) -> Space: ...
 

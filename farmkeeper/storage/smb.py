@@ -65,6 +65,7 @@ _ERRORS: dict[int, tuple[type[StorageError], int, str]] = {
     smb2.STATUS_ILLEGAL_CHARACTER: (StorageError, errno.EILSEQ, "the server cannot open this name (not valid UTF-16)"),
 }
 _UNOPENABLE = (smb2.STATUS_ILLEGAL_CHARACTER, smb2.STATUS_OBJECT_NAME_INVALID)  # listed, yet not openable by name
+_ALIASED = -1   # _ancestry: the walk's root is reached through an alias
 _TRANSIENT = {smb2.STATUS_NETWORK_NAME_DELETED, smb2.STATUS_USER_SESSION_DELETED, 0xC000035C, 0xC0000128}
 
 
@@ -199,57 +200,163 @@ class SMBVolume(Volume):
             ch.close()
 
     # --- listing -----------------------------------------------------------------------------------
-    def _scan(self, prefix: str) -> Iterator[tuple[str, list[tuple[str, int, float]]]]:
-        """Yield (folder, [(name, size, mtime)]) for every folder under ``prefix``, pipelined, depth first."""
+    def _scan(self, prefix: str, max_depth: int | None = None,
+              aliases: list[str] | None = None) -> Iterator[tuple[str, list[tuple[str, int, float]]]]:
+        """Yield (folder, [(name, size, mtime)]) for every folder under ``prefix``, pipelined, depth first.
+
+        Never through an alias: a folder that is a reparse point is not entered; a folder met under two names
+        in one listing (same file id) is entered under neither; a folder whose ``..`` is not the folder it was
+        listed in (a followed link: Samba reports the target's ids) or whose id was already walked is skipped.
+        Each is logged as a warning naming both paths (and added to ``aliases``).
+        """
         root = self.rel(prefix)
+        found: list[tuple[str, int, str]] = []   # (path, id of the folder it is another name of, why)
+        seen: dict[int, list[str]] = {}          # folder id -> the paths it was met under
         with self.channel(root) as ch:
             out_len = min(_QD_BUFFER, ch.max_transact)
+            parent = self._ancestry(ch, root, out_len, seen, found) if root else None
             q: queue.SimpleQueue[smb2.Reply] = queue.SimpleQueue()
-            stack = [root]
-            inflight: dict[int, tuple[str, list[Any]]] = {}
+            stack: list[tuple[str, int | None, int]] = [] if parent == _ALIASED else [(root, parent, 0)]
+            inflight: dict[int, tuple[str, int | None, int, list[Any]]] = {}
+            walked: set[int] = set()
             seq = 0
-            while stack or inflight:
-                while stack and len(inflight) < self._list_depth:
-                    d = stack.pop()
-                    seq += 1
-                    ch.submit([smb2.create(d, _DIR_LIST, smb2.FILE_OPEN, smb2.FILE_DIRECTORY_FILE),
-                               smb2.query_directory(smb2.RELATED_FID, out_len, True),
-                               smb2.query_directory(smb2.RELATED_FID, out_len, False),
-                               smb2.close()], q, related=True, tags=[(seq, i) for i in range(4)])
-                    inflight[seq] = (d, [None] * 4)
-                    if len(inflight) == 1 and d == root:
-                        break  # learn whether the root exists before fanning out
-                (key, i), status, mv = ch.get(q)
-                d, got = inflight[key]
-                got[i] = (status, mv)
-                if any(g is None for g in got):
-                    continue
-                del inflight[key]
-                files: list[tuple[str, int, float]] = []
-                subdirs: list[smb2.Folder] = []
-                dots: dict[str, int] = {}
-                c_status = got[0][0]
-                if c_status != smb2.STATUS_SUCCESS:
-                    if c_status in _NOT_FOUND or c_status == smb2.STATUS_NOT_A_DIRECTORY:
-                        continue  # a missing prefix (or a folder removed meanwhile) holds nothing
-                    if c_status in _UNOPENABLE and d != root:
-                        log.warning("%s: skipped: the server lists this folder but cannot open it by its name "
-                                    "(not valid UTF-16?)", location(self.server, self.share, d))
+            try:
+                while stack or inflight:
+                    while stack and len(inflight) < self._list_depth:
+                        d, pid, depth = stack.pop()
+                        seq += 1
+                        ch.submit([smb2.create(d, _DIR_LIST, smb2.FILE_OPEN, smb2.FILE_DIRECTORY_FILE),
+                                   smb2.query_directory(smb2.RELATED_FID, out_len, True),
+                                   smb2.query_directory(smb2.RELATED_FID, out_len, False),
+                                   smb2.close()], q, related=True, tags=[(seq, i) for i in range(4)])
+                        inflight[seq] = (d, pid, depth, [None] * 4)
+                        if len(inflight) == 1 and d == root:
+                            break  # learn whether the root exists before fanning out
+                    (key, i), status, mv = ch.get(q)
+                    d, pid, depth, got = inflight[key]
+                    got[i] = (status, mv)
+                    if any(g is None for g in got):
                         continue
-                    raise self.status_error(c_status, d, "cannot list folder: ")
-                s1, s2 = got[1][0], got[2][0]
-                if s1 == smb2.STATUS_SUCCESS and s2 == smb2.STATUS_NO_MORE_FILES:
-                    smb2.parse_directory(smb2.out_buffer(got[1][1], out_len), files, subdirs, dots)
-                elif s1 == smb2.STATUS_NO_MORE_FILES:
-                    pass
-                elif s1 == smb2.STATUS_SUCCESS and s2 == smb2.STATUS_SUCCESS:
-                    files, subdirs, dots = self._list_long(ch, d, out_len)  # more than two buffers of entries
-                else:
-                    raise self.status_error(s1 if s1 not in (smb2.STATUS_SUCCESS, smb2.STATUS_NO_MORE_FILES) else s2,
-                                            d, "cannot list folder: ")
-                base = d + "/" if d else ""
-                stack.extend(base + name for name, _fid, _attrs in subdirs)
-                yield d, files
+                    del inflight[key]
+                    listing = self._page(ch, d, got, out_len, d == root)
+                    if listing is None:
+                        continue
+                    files, subdirs, dots = listing
+                    me, up = dots.get("."), dots.get("..")
+                    if pid and up is not None and up != pid:
+                        found.append((d, me or 0, "a link to a folder elsewhere on the share"))
+                        continue
+                    if me:
+                        if me in walked:
+                            found.append((d, me, "the same folder, met twice"))
+                            continue
+                        walked.add(me)
+                        if d not in seen.setdefault(me, []):
+                            seen[me].append(d)
+                    base = d + "/" if d else ""
+                    enter = self._enterable(base, subdirs, seen, found)
+                    if max_depth is None or depth < max_depth:
+                        stack.extend((base + name, me, depth + 1) for name in enter)
+                    yield d, files
+            finally:
+                self._report_aliases(found, seen, aliases)
+
+    def _enterable(self, base: str, subdirs: list[smb2.Folder], seen: dict[int, list[str]],
+                   found: list[tuple[str, int, str]]) -> list[str]:
+        """The sub-folders of one listing that may be entered: no reparse points, no two names of one folder."""
+        if not subdirs:
+            return []
+        ids: dict[int, int] = {}
+        for name, fid, _attrs in subdirs:
+            if fid:
+                ids[fid] = ids.get(fid, 0) + 1
+                seen.setdefault(fid, []).append(base + name)
+        out = []
+        for name, fid, attrs in subdirs:
+            if attrs & smb2.FILE_ATTRIBUTE_REPARSE_POINT:
+                found.append((base + name, 0, "a reparse point (link or junction)"))
+            elif fid and ids[fid] > 1:
+                found.append((base + name, fid, "one of two names of one folder (a link?)"))
+            else:
+                out.append(name)
+        return out
+
+    def _ancestry(self, ch: smb2.Channel, root: str, out_len: int, seen: dict[int, list[str]],
+                  found: list[tuple[str, int, str]]) -> int | None:
+        """The id of ``root``'s parent, from listing each folder above it; ``_ALIASED`` if ``root`` is reached
+        through an alias (then nothing under it is walked); ``None`` if that cannot be told (missing folders)."""
+        parts = root.split("/")
+        parent: int | None = None
+        for i, name in enumerate(parts):
+            folder = "/".join(parts[:i])
+            listing = self._list_folder(ch, folder, out_len)
+            if listing is None:
+                return None
+            _files, subdirs, dots = listing
+            if parent and dots.get("..") not in (None, parent):
+                found.append((folder, dots.get(".") or 0, "a link to a folder elsewhere on the share"))
+                return _ALIASED
+            base = folder + "/" if folder else ""
+            if not any(n == name for n, _f, _a in subdirs):
+                return None   # not a folder (or not there): opening it says so
+            if name not in self._enterable(base, subdirs, seen, found):
+                return _ALIASED
+            parent = dots.get(".")
+        return parent
+
+    def _report_aliases(self, found: list[tuple[str, int, str]], seen: dict[int, list[str]],
+                        aliases: list[str] | None) -> None:
+        links = {p for p, _f, _w in found}
+        for path, fid, why in found:
+            others = [p for p in seen.get(fid, []) if p != path] if fid else []
+            other = next((p for p in others if p not in links), others[0] if others else None)
+            text = (f"{location(self.server, self.share, path)} is {why}"
+                    + (f": {location(self.server, self.share, other)}" if other else "")
+                    + "; not walked (nothing under it is counted, copied or deleted)")
+            log.warning("%s", text)
+            if aliases is not None:
+                aliases.append(text)
+
+    def find_aliases(self, prefix: str = "", depth: int = 3) -> list[str]:
+        out: list[str] = []
+        for _ in self._scan(prefix, max_depth=depth, aliases=out):
+            pass
+        return out
+
+    def _list_folder(self, ch: smb2.Channel, d: str, out_len: int) \
+            -> tuple[list[tuple[str, int, float]], list[smb2.Folder], dict[str, int]] | None:
+        replies = ch.call([smb2.create(d, _DIR_LIST, smb2.FILE_OPEN, smb2.FILE_DIRECTORY_FILE),
+                           smb2.query_directory(smb2.RELATED_FID, out_len, True),
+                           smb2.query_directory(smb2.RELATED_FID, out_len, False), smb2.close()], related=True)
+        return self._page(ch, d, replies, out_len, True)
+
+    def _page(self, ch: smb2.Channel, d: str, got: list[Any], out_len: int, is_root: bool) \
+            -> tuple[list[tuple[str, int, float]], list[smb2.Folder], dict[str, int]] | None:
+        """One folder's CREATE + 2 x QUERY_DIRECTORY + CLOSE replies as (files, sub-folders, ids of . and ..);
+        ``None`` for a folder that is not there (or, below the root, one the server cannot open by its name)."""
+        files: list[tuple[str, int, float]] = []
+        subdirs: list[smb2.Folder] = []
+        dots: dict[str, int] = {}
+        c_status = got[0][0]
+        if c_status != smb2.STATUS_SUCCESS:
+            if c_status in _NOT_FOUND or c_status == smb2.STATUS_NOT_A_DIRECTORY:
+                return None  # a missing prefix (or a folder removed meanwhile) holds nothing
+            if c_status in _UNOPENABLE and not is_root:
+                log.warning("%s: skipped: the server lists this folder but cannot open it by its name "
+                            "(not valid UTF-16?)", location(self.server, self.share, d))
+                return None
+            raise self.status_error(c_status, d, "cannot list folder: ")
+        s1, s2 = got[1][0], got[2][0]
+        if s1 == smb2.STATUS_SUCCESS and s2 == smb2.STATUS_NO_MORE_FILES:
+            smb2.parse_directory(smb2.out_buffer(got[1][1], out_len), files, subdirs, dots)
+        elif s1 == smb2.STATUS_NO_MORE_FILES:
+            pass
+        elif s1 == smb2.STATUS_SUCCESS and s2 == smb2.STATUS_SUCCESS:
+            return self._list_long(ch, d, out_len)  # more than two buffers of entries
+        else:
+            raise self.status_error(s1 if s1 not in (smb2.STATUS_SUCCESS, smb2.STATUS_NO_MORE_FILES) else s2,
+                                    d, "cannot list folder: ")
+        return files, subdirs, dots
 
     def _list_long(self, ch: smb2.Channel, d: str, out_len: int) \
             -> tuple[list[tuple[str, int, float]], list[smb2.Folder], dict[str, int]]:
