@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # commands
 NEGOTIATE, SESSION_SETUP, TREE_CONNECT = 0, 1, 3
 CREATE, CLOSE, READ, WRITE, QUERY_DIRECTORY, QUERY_INFO, SET_INFO = 5, 6, 8, 9, 0x0E, 0x10, 0x11
+# dialects and signing algorithms (MS-SMB2 2.2.3.1.7)
+SMB_3_0_0, SMB_3_1_1 = 0x0300, 0x0311
+SIGNING_ALGORITHMS = {0: "hmac", 1: "cmac", 2: "gmac"}   # HMAC-SHA256, AES-CMAC, AES-GMAC
 # header flags
 F_RESPONSE, F_ASYNC, F_RELATED, F_SIGNED, F_DFS = 0x1, 0x2, 0x4, 0x8, 0x10000000
 UNSOLICITED_MID = 0xFFFFFFFFFFFFFFFF  # oplock/lease breaks (never requested here)
@@ -65,6 +68,9 @@ STATUS_BAD_NETWORK_NAME = 0xC00000CC
 STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
 STATUS_NOT_A_DIRECTORY = 0xC0000103
 STATUS_USER_SESSION_DELETED = 0xC0000203
+STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016
+STATUS_FILE_CLOSED = 0xC0000128
+STATUS_NETWORK_SESSION_EXPIRED = 0xC000035C
 STATUS_CONNECTION_LOST = -1  # ours: the connection dropped before the response came
 
 # access masks, create options and dispositions
@@ -513,7 +519,7 @@ class _FastConnection(Connection):  # type: ignore[misc]
                 raise ProtocolError(f"reply signature from {self.server_name} does not verify: {exc}") from None
         if command == NEGOTIATE:
             self.preauth_integrity_hash_value.append(b_header)
-        elif command == SESSION_SETUP and status == 0xC0000016:  # STATUS_MORE_PROCESSING_REQUIRED
+        elif command == SESSION_SETUP and status == STATUS_MORE_PROCESSING_REQUIRED:
             self.preauth_integrity_session_hash_value[mid].append(b_header)
         with request.response_event_lock:
             if flags & F_ASYNC:
@@ -623,7 +629,7 @@ class Channel:
             if signing and not key and not self.conn.encrypted_only:
                 raise ProtocolError(f"{host} gave no signing key although signing is required")
             self.tree = TreeConnect(self.session, rf"\\{host}\{share}")
-            if not self.conn.encrypted_only and (signing or self.conn.dialect >= 0x0311):
+            if not self.conn.encrypted_only and (signing or self.conn.dialect >= SMB_3_1_1):
                 self.session.signing_required = True  # SMB 3.1.1 requires a signed TREE_CONNECT
                 self.conn.signed_only = bool(key)       # ... and so its signed reply
             self.tree.connect()
@@ -656,9 +662,9 @@ class Channel:
         self._send_lock = threading.Lock()
 
     def _algorithm(self) -> str:
-        if self.conn.dialect >= 0x0311 and self.conn.signing_algorithm_id is not None:
-            return {0: "hmac", 1: "cmac", 2: "gmac"}[int(self.conn.signing_algorithm_id)]
-        return "cmac" if self.conn.dialect >= 0x0300 else "hmac"
+        if self.conn.dialect >= SMB_3_1_1 and self.conn.signing_algorithm_id is not None:
+            return SIGNING_ALGORITHMS[int(self.conn.signing_algorithm_id)]
+        return "cmac" if self.conn.dialect >= SMB_3_0_0 else "hmac"
 
     @property
     def signing(self) -> bool:

@@ -66,7 +66,8 @@ _ERRORS: dict[int, tuple[type[StorageError], int, str]] = {
 }
 _UNOPENABLE = (smb2.STATUS_ILLEGAL_CHARACTER, smb2.STATUS_OBJECT_NAME_INVALID)  # listed, yet not openable by name
 _ALIASED = -1   # _ancestry: the walk's root is reached through an alias
-_TRANSIENT = {smb2.STATUS_NETWORK_NAME_DELETED, smb2.STATUS_USER_SESSION_DELETED, 0xC000035C, 0xC0000128}
+_TRANSIENT = {smb2.STATUS_NETWORK_NAME_DELETED, smb2.STATUS_USER_SESSION_DELETED, smb2.STATUS_NETWORK_SESSION_EXPIRED,
+              smb2.STATUS_FILE_CLOSED}
 
 
 class SMBVolume(Volume):
