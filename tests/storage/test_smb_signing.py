@@ -64,7 +64,7 @@ def relay(samba_farm: SambaFarm) -> Iterator[SMBRelay]:
 
 @pytest.fixture
 def share(samba_farm: SambaFarm, relay: SMBRelay, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("FARMKEEPER_STORAGE__TIMEOUT", "3")
+    monkeypatch.setenv("FARMKEEPER_STORAGE__TIMEOUT", "10")   # no stalls here: only a bound on a loaded machine
     reset_shares(samba_farm)
     root = samba_farm.servers[0].share_path("DATAD")
     (root / FILE).parent.mkdir(parents=True)
