@@ -34,7 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from farmkeeper import inventory
+from farmkeeper import hooks, inventory
 from farmkeeper.errors import NotFoundError
 from farmkeeper.layout import camera_roots
 from farmkeeper.models import (
@@ -43,6 +43,7 @@ from farmkeeper.models import (
     FailoverEvent,
     Role,
     Server,
+    ServerEvent,
     ServerState,
     StorageSettings,
     utcnow,
@@ -227,6 +228,13 @@ class FailoverResult:
     reasons: dict[str, str] = field(default_factory=dict)
     new_master: str | None = None
     skipped: str | None = None          # why nothing was done (server up, maintenance)
+    earlier: bool = False               # another failover of this outage already moved cameras (and told)
+
+    @property
+    def news(self) -> bool:
+        """Worth a notification when first reported: it moved cameras (a run that moved nothing after
+        another one did is a duplicate, e.g. a second watcher's retry of the same outage)."""
+        return not self.skipped and (bool(self.moved) or not self.earlier)
 
     def rows(self) -> list[dict[str, str]]:
         out = [{"camera": m.camera, "from": m.from_server, "to": m.to_server, "result": "moved"} for m in self.moved]
@@ -259,8 +267,7 @@ def _group(moves: Iterable[Move]) -> dict[str, list[str]]:
 
 def lock_servers(session: Session) -> list[Server]:
     """Every server row, locked for this transaction in name order (no deadlocks between failovers)."""
-    return list(session.exec(select(Server).order_by(Server.name).with_for_update()
-                             .execution_options(populate_existing=True)).all())
+    return inventory.lock_servers(session)
 
 
 def apply_failover(session: Session, server: str, *, force: bool = False, now: datetime | None = None,
@@ -279,6 +286,8 @@ def apply_failover(session: Session, server: str, *, force: bool = False, now: d
         result.skipped = "server is in maintenance; cameras are not failed over"
         return result
     result.new_master = ensure_master(session, list(servers.values()))
+    result.earlier = _failed_over_since(session, server, source.state_changed_at)
+    hooks.reached("failover.servers-locked", session=session, server=server)
     server_views, camera_views = views(session)
     return _write_plan(session, plan_failover(server, server_views, camera_views), result, now, reason)
 
@@ -328,6 +337,14 @@ def _write_plan(session: Session, plan: FailoverPlan, result: FailoverResult, no
     return result
 
 
+def _failed_over_since(session: Session, server: str, since: datetime | None) -> bool:
+    """Did a failover of ``server`` move cameras since ``since`` (the start of this outage)?"""
+    query = select(ServerEvent.id).where(ServerEvent.server == server, ServerEvent.kind == "failover")
+    if since is not None:
+        query = query.where(col(ServerEvent.at) >= since)
+    return session.exec(query.limit(1)).first() is not None
+
+
 def pending_failovers(session: Session) -> list[str]:
     """Down servers (not in maintenance) whose movable cameras could move now (stranded ones retried)."""
     server_views, camera_views = views(session)
@@ -352,39 +369,80 @@ def open_failover_events(session: Session, *, camera: str | None = None,
 
 
 # --- master election ----------------------------------------------------------------------------
+#
+# The master is one fact: a partial unique index (``uq_server_one_master``) lets the database hold at most
+# one ``master`` row, and every writer (``farmfile.apply_farm_file``, ``ensure_master``) locks every server
+# row (``lock_servers``, name order) and decides on the locked rows, so two writers never act on two views.
 
 def elect_master(servers: Sequence[Server]) -> str | None:
     """The server that should be master: the current one while it is not down, else a live one.
 
-    Preference among live servers: the declared master, primaries, then by name. ``None`` when no
-    server is live (the current master is kept).
+    Preference among live servers: the declared master, primaries, then by name. With no live server the
+    current master is kept; with no master at all, a server not known to be down is chosen (``None`` when
+    every server is down).
     """
-    current = next((s for s in servers if s.master), None)
+    masters = [s for s in servers if s.master]
+    current = masters[0] if len(masters) == 1 else None
     if current is not None and current.state != ServerState.down:
         return current.name
     live = [s for s in servers if s.state == ServerState.up]
     if not live:
-        return current.name if current else None
+        if current is not None:
+            return current.name
+        live = [s for s in servers if s.state != ServerState.down]
+        if not live:
+            return None
     best = min(live, key=lambda s: (not s.declared_master, s.maintenance, s.role != Role.primary, s.name))
     return best.name
 
 
-def ensure_master(session: Session, servers: Sequence[Server] | None = None) -> str | None:
-    """Make the elected server the master; returns its name when the master changed."""
-    servers = list(servers) if servers is not None else list(inventory.list_servers(session))
-    winner = elect_master(servers)
-    current = next((s for s in servers if s.master), None)
-    if winner is None or (current is not None and current.name == winner):
-        return None
+def set_master(session: Session, servers: Sequence[Server], winner: str) -> str | None:
+    """Make ``winner`` the only master among the (locked) ``servers``; returns the previous master.
+
+    The old master is cleared and flushed before the new one is set: the unique index is checked row by
+    row, so one statement that swaps both could be refused.
+    """
+    previous = next((s.name for s in servers if s.master and s.name != winner), None)
     for s in servers:
-        want = s.name == winner
-        if s.master != want:
-            s.master = want
+        if s.master and s.name != winner:
+            s.master = False
             s.version += 1
             session.add(s)
-    inventory.record_server_event(session, winner, "master", previous=current.name if current else None)
+    session.flush()
+    for s in servers:
+        if s.name == winner and not s.master:
+            s.master = True
+            s.version += 1
+            session.add(s)
+    session.flush()
+    return previous
+
+
+def ensure_master(session: Session, servers: Sequence[Server] | None = None) -> str | None:
+    """Make the elected server the master; returns its name when the master changed.
+
+    ``servers`` are rows the caller locked (``lock_servers``); without them a cheap unlocked read decides
+    whether anything must change, and only then are the rows locked and the election made again on them.
+    """
+    if servers is None:
+        seen = list(inventory.list_servers(session))
+        if _master_settled(seen):
+            return None
+        servers = lock_servers(session)
+    servers = list(servers)
+    hooks.reached("master.servers-locked", session=session, servers=servers)
+    winner = elect_master(servers)
+    if winner is None or _master_settled(servers):
+        return None
+    previous = set_master(session, servers, winner)
+    inventory.record_server_event(session, winner, "master", previous=previous)
     session.flush()
     return winner
+
+
+def _master_settled(servers: Sequence[Server]) -> bool:
+    masters = [s.name for s in servers if s.master]
+    return len(masters) == 1 and elect_master(servers) == masters[0]
 
 
 # --- recovery -----------------------------------------------------------------------------------
@@ -450,8 +508,6 @@ def swap_back_due(session: Session, now: datetime | None = None) -> list[str]:
     Empty when the setting is off. A server is due once per recovery: a ``ServerEvent`` of kind
     ``auto-swap-back`` newer than its last state change marks it as started.
     """
-    from farmkeeper.models import ServerEvent
-
     after = inventory.farm_settings(session).auto_swap_back_after_s
     if after is None:
         return []

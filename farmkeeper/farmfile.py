@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from sqlmodel import Session, select
 
+from farmkeeper import hooks
 from farmkeeper.errors import FarmFileError, SpecError
 from farmkeeper.layout import CAMERA_ID_RE, default_data_root
 from farmkeeper.models import (
@@ -644,9 +645,16 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
         "default_path": s.default_path,
     }, "storage", result)
 
-    existing = {srv.name: srv for srv in session.exec(select(Server))}
+    from farmkeeper.inventory import lock_servers  # late: inventory imports this module's types
+
+    # The server rows are locked (name order, as failovers do) before they are read: the master is decided
+    # on the rows this transaction holds, never on a view another writer changes meanwhile.
+    existing = {srv.name: srv for srv in lock_servers(session)}
+    hooks.reached("apply.servers-locked", session=session)
     wanted = {srv.name for srv in spec.servers}
     declared_master = next((srv.name for srv in spec.servers if srv.master), spec.servers[0].name)
+    master_declared_now = False
+    kept: list[Server] = []      # the servers of the file: rows locked above and new ones
     for server_spec in spec.servers:
         declared: dict[str, Any] = {
             "host": server_spec.host, "health": server_spec.health,
@@ -660,20 +668,18 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
         server = existing.get(server_spec.name)
         if server is None:
             server = Server(name=server_spec.name, role=server_spec.role, declared_role=server_spec.role,
-                            master=is_master, declared_master=is_master, **declared)
+                            master=False, declared_master=is_master, **declared)
             session.add(server)
             result.created.append(f"server {server.name}")
+            master_declared_now |= is_master
         else:
             if server.declared_role != server_spec.role:
                 declared |= {"role": server_spec.role, "declared_role": server_spec.role}
             if server.declared_master != is_master:
                 declared |= {"declared_master": is_master}
-                if is_master:
-                    for other in existing.values():
-                        if other.master and other.name != server.name:
-                            other.master = False
-                    declared["master"] = True
+                master_declared_now |= is_master
             _assign(server, declared, f"server {server.name}", result)
+        kept.append(server)
         _apply_volumes(session, server_spec, result)
     session.flush()
 
@@ -705,7 +711,24 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
             session.delete(server)
             result.removed.append(f"server {name}")
     session.flush()
+    _apply_master(session, kept, declared_master if master_declared_now else None, result)
     return result
+
+
+def _apply_master(session: Session, servers: list[Server], declared: str | None, result: ApplyResult) -> None:
+    """The file names a new master (``declared``): it becomes the one master; a farm left without one elects it."""
+    from farmkeeper.failover import ensure_master, set_master
+    from farmkeeper.inventory import record_server_event
+
+    servers.sort(key=lambda s: s.name)
+    if declared is not None:
+        was_master = any(s.master and s.name == declared for s in servers)
+        previous = set_master(session, servers, declared)
+        if not was_master and f"server {declared}" not in result.created:
+            result.updated.append(f"server {declared} (master)")
+            record_server_event(session, declared, "master", previous=previous, reason="farm file")
+    elif not any(s.master for s in servers):
+        ensure_master(session, servers)
 
 
 def _apply_volumes(session: Session, server_spec: ServerSpec, result: ApplyResult) -> None:

@@ -274,6 +274,7 @@ def apply_probe_results(session: Session, results: Sequence[ProbeResult], down_a
     now = now or utcnow()
     table = Server.__table__  # type: ignore[attr-defined]
     transitions: list[ServerTransition] = []
+    inventory.lock_servers(session)   # name order, as every writer of server rows: no deadlock with apply
     for result in results:
         when = result.at or now
         for _ in range(attempts):

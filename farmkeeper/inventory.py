@@ -38,6 +38,16 @@ def list_servers(session: Session) -> Sequence[Server]:
     return session.exec(select(Server).order_by(Server.name)).all()
 
 
+def lock_servers(session: Session) -> list[Server]:
+    """Every server row, locked for this transaction in name order (writers of the master, failovers).
+
+    ``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite transactions are already serialised (BEGIN IMMEDIATE).
+    The rows are re-read (``populate_existing``) so the caller decides on what it locked.
+    """
+    return list(session.exec(select(Server).order_by(Server.name).with_for_update()
+                             .execution_options(populate_existing=True)).all())
+
+
 def get_server(session: Session, name: str, *, for_update: bool = False) -> Server:
     query = select(Server).where(Server.name == name)
     if for_update:

@@ -121,6 +121,9 @@ class ServerBase(SQLModel):
 
 class Server(ServerBase, table=True):
     __tablename__ = "server"
+    # The master is one fact: the database refuses a second ``master`` row (writers lock the rows first).
+    __table_args__ = (sa.Index("uq_server_one_master", "master", unique=True,
+                               sqlite_where=sa.text("master"), postgresql_where=sa.text("master")),)
     declared_role: Role = Role.primary
     declared_master: bool = False
     state: ServerState = ServerState.unknown

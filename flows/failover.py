@@ -56,7 +56,9 @@ def failover(params: FailoverParams, newly_down: bool = False) -> dict[str, Any]
         except Exception as exc:  # noqa: BLE001 - the Prefect API being down never stops a failover
             logger.warning("failover artifact not published: %s: %s", type(exc).__name__, exc)
     logger.info("%s", result.summary())
-    if params.notify and not result.skipped and (rows or newly_down):
+    # One notification per failover: a run that moves nothing notifies only as the first news of an outage
+    # (newly down), never after another run of the same outage moved its cameras (several watchers).
+    if params.notify and result.news and (result.moved or newly_down):
         title, body, kind = failover_message(result, newly_down=newly_down)
         send_notification(title, body, kind)
     return {"server": result.server, "moved": [m.__dict__ for m in result.moved], "stranded": result.stranded,

@@ -105,8 +105,8 @@ def record_health(results: list[ProbeResult], down_after_s: float, health_interv
                 update.offline[t.server] = health.mark_cameras_offline(session, t.server, movable_too=True)
             elif t.transition == Transition.recovered:
                 update.recoveries.append(core_failover.apply_recovery(session, t.server))
-        if update.transitions:
-            update.new_master = core_failover.ensure_master(session)
+        # every sweep, not only on a transition: a farm left without its one live master is healed
+        update.new_master = core_failover.ensure_master(session)
         update.pending_failovers = [s for s in core_failover.pending_failovers(session)
                                     if s not in update.of(Transition.down)]
         update.swap_backs_due = core_failover.swap_back_due(session)
