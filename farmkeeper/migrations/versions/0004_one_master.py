@@ -1,7 +1,7 @@
 """one master: a partial unique index lets at most one server row be the master
 
-Revision ID: 0003_one_master
-Revises: 0002_watchdog
+Revision ID: 0004_one_master
+Revises: 0003_watch_lease
 Create Date: 2026-11-26 09:40:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_one_master'
-down_revision = '0002_watchdog'
+revision = '0004_one_master'
+down_revision = '0003_watch_lease'
 branch_labels = None
 depends_on = None
 
