@@ -228,10 +228,15 @@ class NotifyResult:
         return not self.failed
 
 
+RETRY_DELAY_S = 1.0   # seconds before the second attempt, twice that before the third
+
+
 def notify(urls: Sequence[str], title: str, body: str, *, kind: str = "info", retries: int = 2,
-           retry_delay_s: float = 1.0, secrets: Iterable[str] = ()) -> NotifyResult:
+           retry_delay_s: float | None = None, secrets: Iterable[str] = ()) -> NotifyResult:
     """Send ``title``/``body`` to every URL; ``kind`` is info | success | warning | failure."""
     import apprise
+
+    retry_delay_s = RETRY_DELAY_S if retry_delay_s is None else retry_delay_s
 
     install_log_redaction()
     shown_urls = [redact_target(url) for url in urls]   # remembers every URL's secrets first
