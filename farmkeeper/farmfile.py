@@ -27,7 +27,7 @@ from farmkeeper.models import (
     StorageSettings,
     Volume,
 )
-from farmkeeper.notify import redact_target
+from farmkeeper.notify import readable_target, redact_target
 from farmkeeper.specs import (
     BOUNDS,
     StoragePathList,
@@ -252,6 +252,9 @@ def _notify_entry(v: Any) -> str | dict[str, str]:
         if "://" not in v:
             raise ValueError(f"not an apprise URL: {redact_target(v)} (give scheme://..., {{env: NAME}} or "
                              "{secret: BLOCK})")
+        if not readable_target(v):
+            raise ValueError(f"apprise cannot send to {redact_target(v)}: unknown service or a part missing "
+                             "(see the apprise wiki for the service's URL)")
         return v
     if isinstance(v, dict):
         if set(v) - {"env", "secret"} or len(v) != 1:

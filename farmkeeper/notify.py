@@ -124,6 +124,11 @@ def _instantiate(url: str) -> Any:
             return None
 
 
+def readable_target(url: str) -> bool:
+    """Can apprise send to ``url`` (a known service, every part it needs given)?"""
+    return _instantiate(url) is not None
+
+
 def apprise_target(url: str) -> Any:
     """An ``apprise.Apprise`` holding ``url`` (None when apprise cannot read it), parsed without apprise logging
     the raw URL; the URL's secrets are remembered for ``redact`` first."""
@@ -202,11 +207,13 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(_quiet, "active", False):
             return False
-        if _known_secrets:
-            message = record.getMessage()
-            cleaned = _scrub(message)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
+        message = record.getMessage()
+        cleaned = _scrub(message)
+        if "://" in cleaned and _schemes is not None:   # an apprise URL quoted whole: its scheme only
+            cleaned = _URL_IN_TEXT_RE.sub(
+                lambda m: f"{m.group(1)}://***" if m.group(1).lower() in _schemes else m.group(0), cleaned)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
         return True
 
 
@@ -287,12 +294,9 @@ def _notify_type(kind: str) -> Any:
 def deliver(url: str, title: str, body: str, kind: str = "info", *, retries: int = DELIVERY_RETRIES,
             retry_delay_s: float = 1.0, timeout_s: float = DELIVERY_TIMEOUT_S) -> bool:
     """Deliver one message to one target, each attempt bounded by ``timeout_s``; logs once if it never arrives."""
-    import apprise
-
-    install_log_redaction()
     shown = redact_target(url)
-    target = apprise.Apprise()
-    if not target.add(url):
+    target = apprise_target(url)      # parsed without apprise logging the raw URL
+    if target is None:
         logger.warning("notification target %s is not a valid apprise URL; not sent: %s", shown, title)
         return False
     for plugin in target:

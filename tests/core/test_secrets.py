@@ -99,7 +99,8 @@ def test_farm_file_references_parse_and_bad_ones_name_their_line() -> None:
                          ("{secret: Ops_Hook}", "secret: 'Ops_Hook' is not a Prefect block name"),
                          ("{env: A, secret: b}", "one key"), ("{vault: x}", "one key"),
                          ("[x]", "a notify entry is an apprise URL"),
-                         ("'discord-without-scheme-secrettoken'", "not an apprise URL: ***")):
+                         ("'discord-without-scheme-secrettoken'", "not an apprise URL: ***"),
+                         ("'msteams://abc/def-secrettoken/ghi'", "apprise cannot send to msteams://***")):
         text = FARM_REFS.replace("{secret: ops-webhook}", bad)
         with pytest.raises(FarmFileError) as info:
             parse_farm_file(text, "farm.yaml")
