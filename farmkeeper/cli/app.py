@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlmodel import Session
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -67,7 +68,11 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    """Print ``error: message`` (redacted: exception texts may quote a target) and exit with ``code``."""
+    from farmkeeper.notify import redact
+
+    err_console.print(f"[red]error:[/red] {escape(redact(message))}", highlight=False, markup=True,
+                      soft_wrap=True)
     raise typer.Exit(code)
 
 

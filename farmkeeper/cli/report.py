@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.table import Table
 
-from farmkeeper.cli.app import app, console, db_session, fail, run_app, run_flow_now, user_errors
+from farmkeeper.cli.app import (
+    app,
+    check_camera_ids,
+    console,
+    db_session,
+    parse_when,
+    run_app,
+    run_flow_now,
+    user_errors,
+)
 from farmkeeper.storage.base import Volume
 
 report_app = typer.Typer(help="Reports over the farm's footage.", no_args_is_help=True)
@@ -17,13 +26,7 @@ app.add_typer(report_app, name="report")
 
 
 def _when(text: str | None, option: str, default: datetime) -> datetime:
-    if text is None:
-        return default
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} {text!r}: not a date/time (use ISO 8601, e.g. 2026-11-25T14:03:00Z)")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return default if text is None else parse_when(text, option)
 
 
 @report_app.command("continuity")
@@ -39,8 +42,10 @@ def report_continuity(
     from farmkeeper.storage import open_volume
     from farmkeeper.volumes import server_volumes
 
+    check_camera_ids(camera)
     to = _when(end, "--to", datetime.now(UTC).replace(microsecond=0))
-    frm = _when(start, "--from", to - timedelta(days=1))
+    frm = _when(start, "--from", to - timedelta(days=1) if to > datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+                else to)
     with db_session() as session:
         inventory.get_camera(session, camera)
         vols = continuity.camera_volumes(session, camera)

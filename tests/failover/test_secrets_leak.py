@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,9 @@ def test_no_token_reaches_any_output_log_database_or_artifact(
         if path == leaky_farm.path or path.name.startswith(inventory.name):
             continue      # the farm file and the inventory hold what the operator wrote (see module doc)
         haystacks[str(path)] = path.read_bytes().decode("utf-8", "replace")
-    assert "failed" in haystacks["log records"], "the failed deliveries were logged"
-    assert any("failed: retention sweep alert" in text for where, text in haystacks.items() if "prefect" in where
-               and ".db" in where), "the run logs reached Prefect's database (so searching it means something)"
+    assert re.search(r"notification to discord://\S+ (failed|undelivered)", haystacks["log records"]), \
+        "the failed deliveries were logged, naming their targets"
+    assert any("did not answer" in text for where, text in haystacks.items() if ".db" in where), \
+        "the run logs reached Prefect's database (so searching it means something)"
     leaks = {(where, secret) for where, text in haystacks.items() for secret in SECRETS if secret in text}
     assert not leaks, sorted(leaks)
