@@ -215,6 +215,149 @@ def bench_scale(report: Any, root: Path) -> None:
         engine.dispose()
 
 
+def _max_gap(listener: Any, start: float, end: float) -> float:
+    return float(listener.max_gap(start, end))
+
+
+def bench_blind(report: Any, root: Path) -> None:
+    """The longest time without a probe under each fault, measured at a live server's listener.
+
+    One farm (3 servers, down_after 5 s, health_interval 1 s, SQLite), watched by the supervisor of
+    ``farmkeeper serve`` (its watcher runs without a Prefect API here: plain mode), notifying a target that
+    never answers.
+    """
+    import sqlite3
+
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from deployments.supervisor import WatchSupervisor
+    from farmkeeper import inventory
+    from farmkeeper.db import dispose_engines, migrate
+    from farmkeeper.models import ServerState
+    from tests.failover.conftest import apply, build_farm
+    from tests.fixtures.listeners import HungTarget, Listener
+
+    url = f"sqlite:///{root / 'blind.db'}"
+    os.environ["FARMKEEPER_DATABASE_URL"] = url
+    migrate(url)
+    hung = HungTarget()
+    farm = build_farm(root, [("p1", "primary"), ("p2", "primary"), ("r1", "redundant")],
+                      [{"id": "cam-a", "home": "p1"}, {"id": "cam-c", "home": "p2"}], notify=[hung.url],
+                      down_after="5s", interval="1s")
+    apply(farm)
+    dispose_engines()
+    listeners = {n: Listener(farm.health(n)) for n in ("p1", "p2", "r1")}
+    engine = sa.create_engine(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "FARMKEEPER_DATABASE_URL": url, "PREFECT_HOME": str(root / "prefect")}
+    supervisor = WatchSupervisor(env=env, watch_for_s=3600, log_path=root / "watch.log").start()
+    standby: subprocess.Popen[bytes] | None = None
+
+    def state(name: str) -> Any:
+        with Session(engine) as s:
+            return inventory.get_server(s, name).state
+
+    def current(camera: str) -> Any:
+        with Session(engine) as s:
+            return inventory.get_camera(s, camera).current
+
+    p2 = listeners["p2"]
+    try:
+        if _wait(lambda: all(state(n) == ServerState.up for n in ("p1", "p2", "r1")), 120) is None:
+            report.row("blind time", None, note="the supervised watcher never saw the farm up")
+            return
+        start = time.monotonic()
+        time.sleep(10)
+        report.row("blind: none (longest probing gap, 10 s)", _max_gap(p2, start, time.monotonic()),
+                   note="health_interval 1 s")
+
+        start = time.monotonic()
+        listeners["p1"].close()
+        _wait(lambda: current("cam-a") == "r1", 30)
+        listeners["p1"] = Listener(farm.health("p1"))
+        _wait(lambda: state("p1") == ServerState.up, 30)
+        time.sleep(2)
+        report.row("blind: hung notification target", _max_gap(p2, start, time.monotonic()),
+                   note=f"failover + 3 notifications into a target that never answers ({len(hung.conns)} conns)")
+
+        lock = sqlite3.connect(root / "blind.db", isolation_level=None, timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        start = time.monotonic()
+        time.sleep(5)
+        listeners["p1"].close()
+        time.sleep(35)
+        lock.execute("ROLLBACK")
+        lock.close()
+        released = time.monotonic()
+        report.row("blind: SQLite inventory locked 40 s", _max_gap(p2, start, released),
+                   note="longest probing gap during the outage")
+        t_down = _wait(lambda: state("p1") == ServerState.down, 30)
+        report.row("inventory back -> server killed in the outage down", t_down,
+                   note="results held in memory, written at once")
+        listeners["p1"] = Listener(farm.health("p1"))
+        _wait(lambda: state("p1") == ServerState.up, 30)
+
+        victim = supervisor.pids()[0]
+        start = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: any(t > start for t in p2.accepted), 60)
+        time.sleep(2)
+        report.row("blind: watcher SIGKILLed (supervisor restarts it)", _max_gap(p2, start, time.monotonic()),
+                   note="a new process: Python + imports on this machine")
+
+        cli = str(Path(sys.executable).with_name("farmkeeper"))
+        standby = subprocess.Popen([cli, "run", "health-check", "--watch", "10m"], env=env,
+                                   stdout=(root / "standby.log").open("wb"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        time.sleep(20)   # started and standing by for the lease
+        supervisor._stop.set()                       # no replacement from the supervisor this time
+        holder = supervisor.pids()[0]
+        start = time.monotonic()
+        os.kill(holder, signal.SIGKILL)
+        _wait(lambda: any(t > start + 0.01 for t in p2.accepted), 60)
+        time.sleep(2)
+        report.row("blind: holder SIGKILLed, standby takes the lease", _max_gap(p2, start, time.monotonic()),
+                   note="lease ttl 2.5 s (down_after 5 s), standby polls every ttl/4")
+    finally:
+        supervisor.stop()
+        if standby is not None and standby.poll() is None:
+            os.killpg(standby.pid, signal.SIGTERM)
+            standby.wait(timeout=20)
+        for listener in listeners.values():
+            listener.close()
+        hung.close()
+        engine.dispose()
+        dispose_engines()
+
+
+def bench_one_sweep(report: Any, root: Path) -> None:
+    """``farmkeeper run health-check`` (one sweep): without a Prefect API vs a flow run on Prefect's ephemeral
+    server (what it did before)."""
+    from farmkeeper.db import dispose_engines, migrate
+    from tests.failover.conftest import apply, build_farm
+
+    url = f"sqlite:///{root / 'one.db'}"
+    os.environ["FARMKEEPER_DATABASE_URL"] = url
+    migrate(url)
+    farm = build_farm(root, [("p1", "primary"), ("r1", "redundant")], [{"id": "cam-a", "home": "p1"}])
+    apply(farm)
+    dispose_engines()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "FARMKEEPER_DATABASE_URL": url, "PREFECT_HOME": str(root / "prefect")}
+    cli = str(Path(sys.executable).with_name("farmkeeper"))
+    started = time.monotonic()
+    subprocess.run([cli, "run", "health-check"], env=env, capture_output=True, check=True, timeout=300)
+    ours = time.monotonic() - started
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "from flows.health_check import health_check; health_check()"],
+                   env=env | {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}, capture_output=True,
+                   check=True, timeout=300)
+    peer = time.monotonic() - started
+    report.row("one-sweep CLI (farmkeeper run health-check)", ours, peer="flow on ephemeral server", peer_s=peer,
+               note="whole process, imports included")
+
+
 def run(report: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="fk-bench-failover-") as tmp:
         root = Path(tmp)
@@ -222,3 +365,7 @@ def run(report: Any) -> None:
         bench_scale(report, root / "scale")
         (root / "latency").mkdir()
         bench_latency(report, root / "latency")
+        (root / "one").mkdir()
+        bench_one_sweep(report, root / "one")
+        (root / "blind").mkdir()
+        bench_blind(report, root / "blind")

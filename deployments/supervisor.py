@@ -86,7 +86,7 @@ class WatchSupervisor:
 
     def _spawn(self) -> None:
         run_file = self._dir / f"watch-{len(self._children)}-{time.monotonic_ns()}.run"
-        env = self.env | {"FARMKEEPER_WATCH_RUN_FILE": str(run_file)}
+        env = self.env | {"FARMKEEPER_WATCH_RUN_FILE": str(run_file), "FARMKEEPER_WATCH_PARENT": str(os.getpid())}
         tracked = api_healthy(env.get("PREFECT_API_URL"), 1.0)
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         proc = subprocess.Popen([sys.executable, "-m", "flows.health_check", "--watch", f"{self.watch_for_s:g}"],

@@ -68,6 +68,7 @@ class HealthCheckParams(BaseModel):
 
 
 DEFAULT_INTERVAL_S = 10.0   # until the inventory has told the farm's health_interval
+STOP = threading.Event()     # SIGTERM: the watch ends after its current sweep (and releases its lease)
 WATCH_BUSY_TIMEOUT_MS = 500   # SQLite: a watch waits this long for a lock, then holds its results and goes on
 WATCH_PROCESS_BUSY_TIMEOUT_MS = 2000   # a watching process's other inventory work (steps) waits at most this long
 
@@ -385,16 +386,20 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             Path(os.environ["FARMKEEPER_WATCH_RUN_FILE"]).write_text(run_id)
     lease = Lease(watch, run_id) if params.watch_for > 0 and params.lease else None
-    if params.watch_for > 0:
-        _warm_up()
+    if params.watch_for > 0:   # in the background: the first sweep probes meanwhile
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     last: dict[str, Any] = {}
     transitions: list[Any] = []
     interval = DEFAULT_INTERVAL_S
     standby_logged = False
     try:
+        parent = int(os.environ.get("FARMKEEPER_WATCH_PARENT") or 0)
         while True:
             now = time.monotonic()
-            if now - started >= params.watch_for and watch.sweeps:
+            if now - started >= params.watch_for and watch.sweeps or STOP.is_set():
+                break
+            if parent and os.getppid() != parent:
+                logger.warning("the supervisor (pid %d) is gone: this watch ends", parent)
                 break
             if lease is not None and not lease.renew():
                 if not standby_logged:
@@ -402,7 +407,7 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
                     standby_logged = True
                 if now - started >= params.watch_for:
                     break
-                time.sleep(min(lease.ttl / 4, max(0.0, params.watch_for - (now - started))))
+                STOP.wait(min(lease.ttl / 4, max(0.0, params.watch_for - (now - started))))
                 continue
             standby_logged = False
             sweep_started = time.monotonic()
@@ -418,7 +423,8 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
             if isinstance(deadline, datetime):   # sweep when a failing server's down_after is up, not later
                 next_at = min(next_at, time.monotonic() + max(0.0, (deadline - utcnow()).total_seconds()) + 0.01)
             while (left := next_at - time.monotonic()) > 0:   # renew the lease while waiting
-                time.sleep(min(left, lease.ttl / 3 if lease else left))
+                if STOP.wait(min(left, lease.ttl / 3 if lease else left)):
+                    break
                 if lease is not None and time.monotonic() < next_at and not lease.renew():
                     break
     finally:
@@ -452,7 +458,7 @@ def run_watch(params: HealthCheckParams) -> dict[str, Any]:
     from deployments.supervisor import api_healthy
 
     def _terminate(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        STOP.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
@@ -486,8 +492,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.watch is not None:
         os.environ.setdefault("FARMKEEPER_SQLITE_BUSY_TIMEOUT_MS", str(WATCH_PROCESS_BUSY_TIMEOUT_MS))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for name in ("__main__", "flows", "tasks", "farmkeeper", "deployments"):   # the watch log says what it does
+            logging.getLogger(name).setLevel(logging.INFO)
         run_watch(HealthCheckParams(watch_for=parse_duration(args.watch)))
-        return
+        from farmkeeper.notify import outbox
+
+        outbox().flush(10.0)
+        logging.shutdown()
+        os._exit(0)   # done: no waiting for Prefect's exit handlers (an event queue to an API that may be gone)
     every = parse_duration(args.every)
     watch = every + parse_duration(args.overlap)
     health_check.serve(name=args.name, interval=every,

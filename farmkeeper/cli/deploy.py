@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,20 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
     home.mkdir(parents=True, exist_ok=True)
     external = os.environ.get("PREFECT_API_URL")
     api_url = external or f"http://127.0.0.1:{port}/api"
+    def _sigterm(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt   # stop like Ctrl-C: the watcher and the Prefect server stop with serve
+
+    signal.signal(signal.SIGTERM, _sigterm)
     supervisor = WatchSupervisor(env=os.environ | {"PREFECT_API_URL": api_url}, watch_for_s=every,
                                  log_path=home / "watch.log").start()
     console.print(f"health checks: watching now (log: {home / 'watch.log'})")
     try:
         if external:
             console.print(f"serving on the Prefect API at {external}")
-            serve_all(limit=limit, overrides=overrides)
+            try:
+                serve_all(limit=limit, overrides=overrides)
+            except KeyboardInterrupt:
+                console.print("stopping")
             return
         with local_server(home, port) as api_url:
             os.environ["PREFECT_API_URL"] = api_url
