@@ -16,7 +16,10 @@ from pydantic import BaseModel, Field
 
 from farmkeeper.failover import FailoverResult
 from tasks.common import call, in_run, run_logger, send_notification
+from tasks.events import failover_events
 from tasks.failover import fail_over_server
+
+RETRY_REASON = "stranded, retried"
 
 
 class FailoverParams(BaseModel):
@@ -48,6 +51,7 @@ def failover(params: FailoverParams, newly_down: bool = False) -> dict[str, Any]
     """Fail over one server (capacity-aware, least loaded first, SAN drive-letter rule)."""
     logger = run_logger(__name__)
     result = call(fail_over_server, params.server, params.force, params.reason)
+    failover_events(result, reason=params.reason, retried=params.reason == RETRY_REASON)
     rows = result.rows()
     if rows and in_run():
         try:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from farmkeeper.retention import RULES
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
+from tasks.events import retention_events
 from tasks.retention import check_volume_floors, list_retention_volumes, sweep_volume
 
 
@@ -84,6 +85,8 @@ def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> di
             logger.error("%s: sweep failed: %s", label, exc)
             volumes.append(t | {"error": str(exc)})
     volumes.sort(key=lambda v: v["volume"])
+    if not params.dry_run:
+        retention_events(volumes)
 
     shortfalls = [s for v in volumes for s in v.get("shortfalls", v.get("shortfall_candidates", []))]
     new_shortfalls = [s for v in volumes for s in v.get("new_shortfalls", [])]

@@ -18,6 +18,7 @@ from farmkeeper.errors import InventoryError
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
 from farmkeeper.volumes import ServerVolume
+from tasks import events
 from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, send_notification, storage_prefer
 
 COPY_LIMIT = "farmkeeper-copy-jobs"
@@ -119,6 +120,9 @@ def plan_copy_job(kind: str, cameras: list[str], target: str, sources: list[str]
                 human_size(report.todo_bytes))
     for line in report.unmapped:
         logger.warning("%s", line)
+    if report.job_id is not None:
+        events.copy_job_started(report.job_id, kind=kind, target=target, cameras=cameras, files=report.todo_files,
+                                nbytes=report.todo_bytes)
     return report
 
 
@@ -203,6 +207,8 @@ def run_copy_job(job: copyjobs.PlanReport, options: copyjobs.JobOptions, *, prog
         summary = finish_copy_job(job.job_id, error)
     except BaseException as exc:
         fail_copy_job(job.job_id, f"{type(exc).__name__}: {exc}")
+        events.copy_job_failed(job.job_id, kind="copy", target=job.target, cameras=list(job.per_camera),
+                               error=f"{type(exc).__name__}: {exc}")
         raise
     return summary, results
 
@@ -216,6 +222,14 @@ def publish_job_report(report: copyjobs.JobReport, *, table_key: str, report_key
     create_table_artifact(rows, key=table_key,
                           description=f"{title}, copy job #{summary.job_id}: {summary.state.value}")
     create_markdown_artifact(report.markdown, key=report_key, description=title)
+    cameras = list(summary.cameras)
+    if report.ok:
+        events.copy_job_finished(summary.job_id, kind=summary.kind, target=summary.target, cameras=cameras,
+                                 state=summary.state.value, files_done=summary.files_done,
+                                 bytes_done=summary.bytes_done, seconds=report.result.get("seconds"))
+    else:
+        events.copy_job_failed(summary.job_id, kind=summary.kind, target=summary.target, cameras=cameras,
+                               error=report.failure or summary.error or summary.state.value)
     if report.ok:
         get_run_logger().info("%s", report.body)
         if notify:

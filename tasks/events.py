@@ -1,0 +1,287 @@
+"""Prefect events for what the farm records: ``farmkeeper.<kind>.<what>`` about ``farmkeeper.<kind>.<name>``.
+
+One function per event, called by flows and tasks with plain values (the core returns and records the
+changes; only this layer talks to Prefect). The events show in the UI's event feed and trigger the
+automations of ``deployments.automations``.
+
+Emitting never blocks and never fails the caller: ``prefect.events.emit_event`` only puts the event on a
+background worker's queue (the worker sends it over the events websocket; when the API is unreachable it
+logs the failure and drops the event, a full queue drops it too). Anything that still goes wrong here is
+logged and swallowed, the same rule as notifications.
+
+Resources: ``farmkeeper.server.<name>``, ``farmkeeper.camera.<id>``, ``farmkeeper.volume.<server>.<drive>``,
+``farmkeeper.copy-job.<id>``; each carries ``prefect.resource.name`` and ``farmkeeper.kind``. Camera and
+copy-job events name the servers involved as related resources (roles ``from``, ``to``, ``server``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from farmkeeper.failover import FailoverResult
+    from tasks.health import HealthUpdate
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "farmkeeper."
+
+
+def resource_id(kind: str, name: str) -> str:
+    return f"{PREFIX}{kind}.{name}"
+
+
+def _resource(kind: str, name: str, label: str | None = None) -> dict[str, str]:
+    return {"prefect.resource.id": resource_id(kind, name), "prefect.resource.name": label or name,
+            "farmkeeper.kind": kind}
+
+
+def _related(kind: str, name: str, role: str) -> dict[str, str]:
+    return {"prefect.resource.id": resource_id(kind, name), "prefect.resource.role": role,
+            "prefect.resource.name": name}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _api_in_use() -> bool:
+    """A Prefect API to send to: ``PREFECT_API_URL`` set and not in plain mode (a sweep without Prefect), so
+    emitting never starts Prefect's ephemeral server."""
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        from tasks.common import PLAIN
+    except ImportError:  # pragma: no cover - Prefect is a dependency of this layer
+        return False
+    return bool(PREFECT_API_URL.value()) and not PLAIN.get()
+
+
+def emit(event: str, kind: str, name: str, payload: dict[str, Any] | None = None, *,
+         related: Iterable[tuple[str, str, str]] = (), label: str | None = None) -> bool:
+    """Emit ``farmkeeper.<event>`` (e.g. ``server.down``) about ``farmkeeper.<kind>.<name>``; True when queued.
+
+    ``related``: (kind, name, role) of other resources involved. Never raises, never waits for the API.
+    """
+    full = f"{PREFIX}{event}"
+    if not _api_in_use():
+        return False
+    try:
+        from prefect.events import emit_event
+
+        sent = emit_event(full, resource=_resource(kind, name, label),
+                          related=[_related(*r) for r in related] or None,
+                          payload=_jsonable(payload or {}))
+    except Exception as exc:  # noqa: BLE001 - an event never breaks the sweep or flow that emits it
+        logger.warning("event %s about %s not emitted: %s: %s", full, name, type(exc).__name__, exc)
+        return False
+    return sent is not None
+
+
+# --- servers --------------------------------------------------------------------------------------
+
+def server_down(server: str, *, error: str | None = None, maintenance: bool = False,
+                cameras: Sequence[str] = (), redundancy_group: Sequence[str] = (),
+                live: Sequence[str] = ()) -> bool:
+    """``farmkeeper.server.down``: no probe succeeded for ``down_after``.
+
+    ``redundancy_group`` is every server of its group, ``live`` the members still up (what the
+    "server down → validate-farm" automation validates).
+    """
+    return emit("server.down", "server", server,
+                {"error": error, "maintenance": maintenance, "cameras": list(cameras),
+                 "redundancy_group": list(redundancy_group), "live": list(live)})
+
+
+def server_recovered(server: str, *, role: str, became_redundant: bool = False,
+                     cameras_back: Sequence[str] = ()) -> bool:
+    return emit("server.recovered", "server", server,
+                {"role": role, "became_redundant": became_redundant, "cameras_back": list(cameras_back)})
+
+
+def server_master(server: str, *, previous: str | None = None) -> bool:
+    related = [("server", previous, "previous-master")] if previous else []
+    return emit("server.master", "server", server, {"previous": previous}, related=related)
+
+
+# --- cameras --------------------------------------------------------------------------------------
+
+def camera_failed_over(camera: str, *, from_server: str, to_server: str, reason: str = "server down") -> bool:
+    return emit("camera.failed-over", "camera", camera,
+                {"from": from_server, "to": to_server, "reason": reason},
+                related=[("server", from_server, "from"), ("server", to_server, "to")])
+
+
+def camera_stranded(camera: str, *, server: str, reason: str = "") -> bool:
+    """A movable camera of a down server that found no live redundant capacity."""
+    return emit("camera.stranded", "camera", camera, {"server": server, "reason": reason},
+                related=[("server", server, "server")])
+
+
+def camera_stalled(camera: str, *, server: str | None, last_segment_at: datetime | None = None,
+                   stall_after_s: float | None = None) -> bool:
+    """A recording camera wrote no new closed segment for ``stall_after``."""
+    return emit("camera.stalled", "camera", camera,
+                {"server": server, "last_segment_at": last_segment_at, "stall_after_s": stall_after_s},
+                related=[("server", server, "server")] if server else [])
+
+
+def camera_offline(camera: str, *, server: str, reason: str = "") -> bool:
+    """A camera that cannot record: its server is down and it cannot move (or the server is in maintenance)."""
+    return emit("camera.offline", "camera", camera, {"server": server, "reason": reason},
+                related=[("server", server, "server")])
+
+
+def camera_recording(camera: str, *, server: str | None, was: str | None = None) -> bool:
+    """A camera records again (it was ``was``: stalled, offline, stranded)."""
+    return emit("camera.recording", "camera", camera, {"server": server, "was": was},
+                related=[("server", server, "server")] if server else [])
+
+
+# --- volumes and retention -------------------------------------------------------------------------
+
+def volume_name(server: str, drive: str) -> str:
+    return f"{server}.{drive}"
+
+
+def volume_label(server: str, drive: str) -> str:
+    return rf"\\{server}\DATA{drive}"
+
+
+def volume_below_floor(server: str, drive: str, *, free_bytes: int | None, floor_bytes: int | None = None,
+                       min_free_percent: float | None = None, total_bytes: int | None = None,
+                       reason: str = "") -> bool:
+    """Free space under the farm's floor (``min_free`` / ``min_free_percent``) and retention cannot fix it."""
+    return emit("volume.below-floor", "volume", volume_name(server, drive),
+                {"server": server, "drive": drive, "free_bytes": free_bytes, "floor_bytes": floor_bytes,
+                 "min_free_percent": min_free_percent, "total_bytes": total_bytes, "reason": reason},
+                related=[("server", server, "server")], label=volume_label(server, drive))
+
+
+def retention_blocked(server: str, drive: str, *, reason: str) -> bool:
+    """``farmkeeper.retention.blocked`` about the volume: a guard stopped the sweep, nothing was deleted."""
+    return emit("retention.blocked", "volume", volume_name(server, drive),
+                {"server": server, "drive": drive, "reason": reason},
+                related=[("server", server, "server")], label=volume_label(server, drive))
+
+
+# --- copy jobs -----------------------------------------------------------------------------------
+
+def _job_related(target: str, cameras: Sequence[str]) -> list[tuple[str, str, str]]:
+    return [("server", target, "target"), *(("camera", c, "camera") for c in cameras[:20])]
+
+
+def copy_job_started(job_id: int, *, kind: str, target: str, cameras: Sequence[str], files: int,
+                     nbytes: int) -> bool:
+    return emit("copy-job.started", "copy-job", str(job_id),
+                {"kind": kind, "target": target, "cameras": list(cameras), "files": files, "bytes": nbytes},
+                related=_job_related(target, cameras), label=f"{kind} #{job_id}")
+
+
+def copy_job_finished(job_id: int, *, kind: str, target: str, cameras: Sequence[str], state: str,
+                      files_done: int, bytes_done: int, seconds: float | None = None) -> bool:
+    return emit("copy-job.finished", "copy-job", str(job_id),
+                {"kind": kind, "target": target, "cameras": list(cameras), "state": state,
+                 "files_done": files_done, "bytes_done": bytes_done, "seconds": seconds},
+                related=_job_related(target, cameras), label=f"{kind} #{job_id}")
+
+
+def copy_job_failed(job_id: int | None, *, kind: str, target: str, cameras: Sequence[str], error: str) -> bool:
+    name = str(job_id) if job_id is not None else f"{kind}-{target}"
+    return emit("copy-job.failed", "copy-job", name,
+                {"kind": kind, "target": target, "cameras": list(cameras), "error": error[:2000]},
+                related=_job_related(target, cameras), label=f"{kind} #{job_id}" if job_id else kind)
+
+
+# --- what a health sweep and a failover recorded ----------------------------------------------------
+
+def health_events(update: HealthUpdate) -> int:
+    """The events of one health sweep's transitions (down, recovered, master, cameras back); returns how many.
+
+    Reads the redundancy group of a down server from the inventory (for the validate-farm automation).
+    Never raises.
+    """
+    from farmkeeper.health import Transition
+
+    sent = 0
+    try:
+        down = [t for t in update.transitions if t.transition in (Transition.down, Transition.down_maintenance)]
+        group: list[str] = []
+        live: list[str] = []
+        on: dict[str, list[str]] = {}
+        if down:
+            from farmkeeper import inventory, validation
+            from farmkeeper.models import ServerState
+            from tasks.common import inventory_session
+
+            with inventory_session() as session:
+                members = validation.redundancy_group(session)
+                group = [s.name for s in members]
+                live = [s.name for s in members if s.state == ServerState.up]
+                for t in down:
+                    on[t.server] = [c.id for c in inventory.list_cameras(session, current=t.server)]
+        for t in down:
+            sent += server_down(t.server, error=t.error, maintenance=t.transition == Transition.down_maintenance,
+                                cameras=on.get(t.server, ()), redundancy_group=group, live=live)
+        for server, cameras in update.offline.items():
+            for camera in cameras:
+                sent += camera_offline(camera, server=server, reason="server down in maintenance")
+        for rec in update.recoveries:
+            sent += server_recovered(rec.server, role=rec.role.value, became_redundant=rec.became_redundant,
+                                     cameras_back=rec.cameras_back)
+            for camera in rec.cameras_back:
+                sent += camera_recording(camera, server=rec.server, was="offline")
+        if update.new_master:
+            sent += server_master(update.new_master)
+    except Exception as exc:  # noqa: BLE001 - events never break a sweep
+        logger.warning("health events not emitted: %s: %s", type(exc).__name__, exc)
+    return sent
+
+
+def failover_events(result: FailoverResult, *, reason: str, retried: bool = False) -> int:
+    """Cameras failed over, stranded (not again on a retry that left them stranded) and offline."""
+    sent = 0
+    for move in result.moved:
+        sent += camera_failed_over(move.camera, from_server=move.from_server, to_server=move.to_server,
+                                   reason=reason)
+    if not retried:
+        for camera in result.stranded:
+            sent += camera_stranded(camera, server=result.server, reason=result.reasons.get(camera, ""))
+        for camera in result.offline:
+            sent += camera_offline(camera, server=result.server, reason="not movable")
+    if result.new_master:
+        sent += server_master(result.new_master)
+    return sent
+
+
+FLOOR_ALERTS = ("floors_unmet", "holds_block_floors")
+
+
+def retention_events(volumes: Sequence[dict[str, Any]]) -> int:
+    """From a retention sweep's per-volume reports: volumes newly below their floor, sweeps newly blocked.
+
+    Only alerts that are new for the volume (``new_alerts``) emit, so a volume that stays below its
+    floor sends one event, not one per sweep.
+    """
+    sent = 0
+    for v in volumes:
+        new = [a for a in v.get("new_alerts", []) if a]
+        if v.get("dry_run") or not new or "server" not in v:
+            continue
+        kinds = set(v.get("alert_kinds", []))
+        floor_texts = [a for a in new if "floor" in a]
+        if kinds & set(FLOOR_ALERTS) and floor_texts:
+            sent += volume_below_floor(v["server"], v["drive"], free_bytes=v.get("free_after", v.get("free_before")),
+                                       total_bytes=v.get("total_bytes"), reason="; ".join(floor_texts))
+        if v.get("blocked") or "holds_block_floors" in kinds:
+            sent += retention_blocked(v["server"], v["drive"], reason="; ".join(new))
+    return sent
