@@ -408,3 +408,16 @@ class WatchLease(SQLModel, table=True):
     acquired_at: datetime = _ts(nullable=False)
     renewed_at: datetime = _ts(nullable=False)
     expires_at: datetime = _ts(nullable=False)
+
+
+class MetricCounter(SQLModel, table=True):
+    """A monotonic counter kept in the inventory (``farmkeeper.metrics``), so every process adds to one value.
+
+    ``label`` tells series of one name apart (a histogram bucket's upper bound, ``sum``, ``count``).
+    """
+
+    __tablename__ = "metric_counter"
+    name: str = Field(primary_key=True, max_length=64)
+    label: str = Field(default="", primary_key=True, max_length=64)
+    value: float = 0.0
+    updated_at: datetime | None = _ts()
