@@ -106,11 +106,14 @@ def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
         proc.wait()
 
 
-def runner_deployments(specs: list[DeploymentSpec] | None = None, overrides: dict[str, dict[str, Any]] | None = None
-                       ) -> list[Any]:
-    """RunnerDeployments for ``serve``: schedules, defaults, and a concurrency limit that cancels new runs
-    (after downtime, missed runs do not pile up behind a running one)."""
+def runner_deployments(specs: list[DeploymentSpec] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+                       auto_swap_back_after_s: float | None = None) -> list[Any]:
+    """RunnerDeployments for ``serve``: schedules, defaults, a concurrency limit that cancels new runs
+    (after downtime, missed runs do not pile up behind a running one) and the shipped automations
+    (``deployments.automations``; the swap-back one when ``auto_swap_back_after_s`` is set)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    from deployments.automations import triggers
 
     out = []
     for spec in specs if specs is not None else available():
@@ -126,12 +129,19 @@ def runner_deployments(specs: list[DeploymentSpec] | None = None, overrides: dic
         if spec.concurrency_limit:
             kwargs["concurrency_limit"] = ConcurrencyLimitConfig(
                 limit=spec.concurrency_limit, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+        shipped = triggers(spec.flow_name, auto_swap_back_after_s)
+        if shipped:
+            kwargs["triggers"] = shipped
         out.append(spec.load_flow().to_deployment(**kwargs))
     return out
 
 
 def serve_all(limit: int = 4, overrides: dict[str, dict[str, Any]] | None = None) -> None:
-    """Serve every available deployment from this process, at most ``limit`` flow runs at once."""
+    """Serve every available deployment from this process, at most ``limit`` flow runs at once, with the
+    shipped automations (the farm's ``auto_swap_back_after`` read from the inventory now)."""
     from prefect import serve
 
-    serve(*runner_deployments(overrides=overrides), limit=limit, print_starting_message=True)
+    from deployments.automations import farm_auto_swap_back_after
+
+    serve(*runner_deployments(overrides=overrides, auto_swap_back_after_s=farm_auto_swap_back_after()),
+          limit=limit, print_starting_message=True)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from deployments import DEPLOYMENTS
+from deployments.automations import trigger_specs
 
 WORK_POOL = "farmkeeper"
 
@@ -41,6 +42,9 @@ def render() -> dict[str, Any]:
             entry["schedules"] = []
         if spec.concurrency_limit:
             entry["concurrency_limit"] = {"limit": spec.concurrency_limit, "collision_strategy": "CANCEL_NEW"}
+        shipped = trigger_specs(spec.flow_name, None)   # swap-back's depends on the inventory: automations apply
+        if shipped:
+            entry["triggers"] = shipped
         deployments.append(entry)
     return {
         "name": "farmkeeper",
@@ -57,6 +61,8 @@ HEADER = """\
 # Deploy to a running server:  prefect work-pool create farmkeeper --type process
 #                              FARMKEEPER_CODE_DIR=$PWD prefect deploy --all
 # Workers (any number, any machine with this checkout):  prefect worker start --pool farmkeeper
+# Automations: validate-farm's trigger is below; the auto swap-back one follows the farm file:
+#                              farmkeeper automations apply
 """
 
 

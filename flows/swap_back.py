@@ -64,6 +64,9 @@ class SwapBackParams(BaseModel):
     wait_closed_s: float = Field(120.0, ge=0, description="How long to wait for the other servers to close the "
                                                           "cameras' last segments")
     notify: bool = Field(True, description="Notify the farm's notify URLs (started, finished, failed)")
+    auto: bool = Field(False, description="Started by the auto swap-back automation: go on only if the server "
+                                          "is still due (up and out of maintenance for auto_swap_back_after, "
+                                          "cameras failed over away from it, not started yet since it recovered)")
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +88,8 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     """Bring the cameras home with their footage (see the module docstring)."""
     logger = get_run_logger()
     started = time.monotonic()
+    if params.auto and not _auto_swap_back_due(params.server):
+        return {"home": params.server, "cameras": [], "state": "not due"}
     sel = select_swap_back(params.server, params.cameras)
     what = params.server or ", ".join(sel.cameras)
     resume = swapback.resume_command(params.server, sel.cameras, delete_source=params.delete_source,
@@ -148,6 +153,18 @@ def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: floa
         send_notification(f"swap-back to {sel.home} done: footage stays where it was recorded", body, "success")
     return result | {"state": "done", "moved_home": [m.camera for m in moved], "failover_ended": ended,
                      "seconds": round(time.monotonic() - started, 3), "message": body}
+
+
+def _auto_swap_back_due(server: str | None) -> bool:
+    """The automation's run: still due? Then mark it started (once per recovery) and go on."""
+    from tasks.health import find_swap_backs_due, mark_swap_back_started
+
+    if server is None or server not in find_swap_backs_due():
+        get_run_logger().info("auto swap-back of %s: not due (down again, in maintenance, nothing failed over "
+                              "away from it, or already started since it recovered); nothing to do", server)
+        return False
+    mark_swap_back_started(server, True, "started by the auto swap-back automation")
+    return True
 
 
 def _gate(params: SwapBackParams, sel: swapback.Selection, resume: str) -> None:

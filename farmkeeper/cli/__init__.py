@@ -11,6 +11,7 @@ from farmkeeper.cli import deploy as _deploy  # noqa: F401  (each module registe
 from farmkeeper.cli import failover as _failover  # noqa: F401
 from farmkeeper.cli import inventory as _inventory  # noqa: F401
 from farmkeeper.cli import move as _move  # noqa: F401
+from farmkeeper.cli import observe as _observe  # noqa: F401
 from farmkeeper.cli import ownership as _ownership  # noqa: F401
 from farmkeeper.cli import report as _report  # noqa: F401
 from farmkeeper.cli import retention as _retention  # noqa: F401

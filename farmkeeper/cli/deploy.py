@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from farmkeeper.cli.app import app, console
+from farmkeeper.cli.app import app, console, fail
 from farmkeeper.settings import load_settings
 
 
@@ -18,7 +18,13 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
           port: int = typer.Option(4200, "--port", help="Port of the local Prefect server (loopback)."),
           health_every: str = typer.Option("1h", "--health-every",
                                            help="Each watching health-check run watches this long; its successor "
-                                                "starts before it ends.")) -> None:
+                                                "starts before it ends."),
+          metrics_port: int | None = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                                  help="Serve Prometheus metrics (farmkeeper_*) on this port "
+                                                       "at /metrics (off by default)."),
+          metrics_host: str = typer.Option("127.0.0.1", "--metrics-host",
+                                           help="Address the metrics endpoint listens on (0.0.0.0: every "
+                                                "interface, for a Prometheus on another machine).")) -> None:
     """Serve all deployments; starts a local Prefect server (SQLite under FARMKEEPER_HOME) if needed.
 
     Health checking starts at once: a supervisor keeps one watching health-check process running (replaced
@@ -27,6 +33,9 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
     from deployments.embedded import local_server, serve_all
     from deployments.supervisor import WatchSupervisor
     from farmkeeper.specs import parse_duration
+
+    if metrics_port is not None:
+        start_metrics(metrics_port, metrics_host)
 
     every = parse_duration(health_every)
     # the supervisor watches; the health-check deployment stays for manual runs (no schedule of its own)
@@ -60,6 +69,21 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
                 console.print("stopping")
     finally:
         supervisor.stop()
+
+
+def start_metrics(port: int, host: str) -> None:
+    """The Prometheus endpoint, read from the inventory at each scrape (see ``farmkeeper.metrics``)."""
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+    from farmkeeper.metrics import start_metrics_server
+
+    def sessions() -> Any:
+        return session_scope(ensure_schema(get_engine()))
+
+    try:
+        start_metrics_server(port, sessions, addr=host)
+    except OSError as exc:
+        fail(f"metrics endpoint {host}:{port} not started: {exc}")
+    console.print(f"Prometheus metrics: http://{host}:{port}/metrics")
 
 
 @app.command()
