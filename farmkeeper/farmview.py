@@ -215,9 +215,10 @@ def render_markdown(view: FarmView) -> str:
             if v.below_floor:
                 free = f"**{free} BELOW FLOOR**"
             held = f"{v.days_held:.1f}" if v.days_held is not None else "-"
-            configured = str(v.days_configured) if v.days_configured is not None else "no limit"
+            configured = (str(v.days_configured) if v.days_configured is not None
+                          else "no limit" if v.oldest_at is not None else "-")
             oldest = f"{v.oldest_at:%Y-%m-%d %H:%M}Z" if v.oldest_at else "-"
-            body.append(f"| {_cell(v.label)} | {free} | {_size(v.floor_bytes) if v.floor_bytes else '-'} | "
+            body.append(f"| `{v.label}` | {free} | {_size(v.floor_bytes) if v.floor_bytes else '-'} | "
                         f"{oldest} | {held} / {configured} | {v.shortfall_cameras or ''} | "
                         f"{_when(v.swept_at, now) if v.swept_at else 'not swept yet'} |")
     else:

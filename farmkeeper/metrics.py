@@ -177,7 +177,7 @@ class FarmCollector(Collector):
         out += [servers, up, master, cams, seen]
 
         cameras = GaugeMetricFamily("farmkeeper_cameras", "Cameras by state", labels=["state"])
-        states = {st.value: 0 for st in CameraState} | {"stalled": 0}
+        states = {st.value: 0 for st in CameraState}
         for state, n in sorted((states | dict(view.cameras)).items()):
             cameras.add_metric([state], n)
         out.append(cameras)

@@ -1,7 +1,7 @@
 """metric counters (sweep duration histogram, kept across processes)
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_metric_counters
+Revises: 0002_watchdog
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 import farmkeeper.models
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003_metric_counters'
+down_revision = '0002_watchdog'
 branch_labels = None
 depends_on = None
 
