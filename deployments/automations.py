@@ -43,7 +43,8 @@ def validate_on_down_spec() -> dict[str, Any]:
         "posture": "Reactive",
         "threshold": 1,
         "within": 0,
-        "parameters": {"params": {"servers": "{{ event.payload.live or event.payload.redundancy_group }}",
+        # one expression in parentheses: Prefect appends "| tojson" to it, which must apply to the whole list
+        "parameters": {"params": {"servers": "{{ (event.payload.live or event.payload.redundancy_group) }}",
                                   "notify": True}},
     }
 

@@ -272,6 +272,31 @@ def retention_report() -> Table:
     return table
 
 
+def narrate_events(since: datetime, expect: str, timeout: float = 30) -> datetime:
+    """Read farmkeeper's events since ``since`` back from the events API (once ``expect`` is there) and print them.
+
+    Returns the time to read from next. Events reach the API a few seconds after they are emitted.
+    """
+    from tasks.events import describe, read_events
+
+    def ready() -> list[Any] | None:
+        found = read_events(since)
+        return found if any(e.event == expect for e in found) else None
+
+    try:
+        events = wait_for(f"event {expect} in the events API", ready, timeout, every=1)
+    except RuntimeError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        return since
+    table = Table(title="Prefect events (read back from the events API)")
+    table.add_column("at")
+    table.add_column("event")
+    for event in events:
+        table.add_row(f"{event.occurred:%H:%M:%S}", describe(event))
+    console.print(table)
+    return max(e.occurred for e in events) + timedelta(microseconds=1)
+
+
 def start_samba(work: Path, hosts: list[tuple[str, str, str]]) -> Any:
     """Share each server's volume as DATAD with real smbd processes, when Samba is installed and we are root."""
     import shutil
@@ -338,8 +363,9 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         console.print("2. the simulator records: one process per server, each writing its cameras' segments")
         api_url = stack.enter_context(local_server(work, free_port(), work / "prefect-server.log"))
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
-        console.print(f"3. Prefect server: [link]{api_url.removesuffix('/api')}[/link] (open it to watch runs "
-                      "and artifacts)")
+        ui = api_url.removesuffix('/api')
+        console.print(f"3. Prefect server: [link]{ui}[/link] (open it to watch runs and artifacts); event feed: "
+                      f"[link]{ui}/events[/link]; the farm view: [link]{ui}/artifacts/key/farm-status[/link]")
         stack.enter_context(process([*cli, "serve", "--health-every", "60s", "--limit", "6"], env,
                                     work / "serve.log"))
         wait_for("deployments registered",
@@ -354,12 +380,14 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         from farmkeeper.sim import read_pid
 
         pid = wait_for("rec1's simulator pid", lambda: read_pid(work / "sim", "rec1"), 10)
+        events_since = datetime.now(UTC)
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         console.print(f"4. killed rec1 (pid {pid}); down_after is {DOWN_AFTER_S} s")
         wait_for("failover of rec1's movable cameras",
                  lambda: all(cameras()[c].current == "spare1" for c in ("cam-001", "cam-002")), 60)
         console.print(f"   failover done {time.monotonic() - killed:.1f} s after the kill")
+        events_since = narrate_events(events_since, "farmkeeper.camera.failed-over")
         time.sleep(4)
         console.print(farm_table())
         console.print(footage_table(work, "spare1 now records rec1's movable cameras"))
@@ -373,6 +401,7 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
 
         console.rule("swap-back: cameras home, footage copied back")
         swap_back_with_progress("rec1")
+        narrate_events(events_since, "farmkeeper.copy-job.finished")
         console.print(farm_table())
         console.print(footage_table(work, "footage after swap-back (spare1's copies removed once verified)"))
 

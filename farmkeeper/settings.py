@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".farmkeeper"), description="State folder for the embedded Prefect server, logs")
     storage: StorageAccessSettings = Field(default_factory=StorageAccessSettings)
     sqlite_busy_timeout_ms: int = 30_000
+    farm_status_every_s: float = Field(30.0, ge=0, description="The watcher republishes the farm-status artifact "
+                                                               "at most this often (seconds), when the farm changed")
 
 
 def load_settings(**overrides: object) -> Settings:

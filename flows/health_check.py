@@ -3,9 +3,9 @@
 One sweep probes all servers concurrently and applies the down/up state machine
 (``farmkeeper.health``, recovered servers handled there), then runs ``SWEEP_STEPS`` in order: the
 ``failover`` flow in process (a subflow, no scheduling delay) for each newly down server and for down
-servers whose stranded cameras can move now, notifications, due automatic swap-backs, and whatever
-other per-sweep checks are registered there. Each step is isolated: an exception is logged and counted,
-never ends the sweep or the watch.
+servers whose stranded cameras can move now, notifications, Prefect events, the farm-status artifact and
+whatever other per-sweep checks are registered there (automatic swap-backs are a Prefect automation).
+Each step is isolated: an exception is logged and counted, never ends the sweep or the watch.
 
 Continuous detection without a flow run per sweep: with ``watch_for > 0`` (seconds) one run keeps
 sweeping every ``health_interval`` for that long. The deployment served by
@@ -24,8 +24,6 @@ or Prefect Secret blocks named by ``smb.password_env``/``password_secret`` for `
 # No `from __future__ import annotations`: Prefect resolves the parameter model of a flow loaded from its file.
 import argparse
 import contextlib
-import importlib
-import inspect
 import logging
 import os
 import signal
@@ -55,7 +53,9 @@ from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
 from flows.watchdog import watchdog_steps
 from tasks.common import PLAIN, call, plain_calls, send_notification
-from tasks.health import HealthUpdate, load_view, mark_swap_back_started, probe, record_health
+from tasks.events import health_events
+from tasks.farm_status import after_sweep
+from tasks.health import HealthUpdate, load_view, probe, record_health
 
 
 class HealthCheckParams(BaseModel):
@@ -89,6 +89,7 @@ class SweepContext:
     summary: dict[str, Any]
     watch: "WatchState"
     logger: Any = None
+    started: float = 0.0        # time.monotonic() when the sweep began (its duration, for the metrics)
 
 
 @dataclass(frozen=True)
@@ -156,52 +157,16 @@ def notify_update(ctx: SweepContext) -> None:
                           f"the master server was down; {update.new_master} took over as master", "info")
 
 
-def start_swap_back(server: str) -> tuple[bool, str]:
-    """Hook for ``auto_swap_back_after``: run ``flows.swap_back.swap_back`` for ``server`` if it exists.
-
-    The swap-back flow's first parameter is built from ``{"server": server}`` (a pydantic model or
-    a plain value). Returns (started, detail); never raises.
-    """
-    try:
-        module = importlib.import_module("flows.swap_back")
-        swap_back = module.swap_back
-    except (ImportError, AttributeError) as exc:
-        return False, f"swap-back flow not available ({exc})"
-    fn = getattr(swap_back, "fn", swap_back)
-    params = list(inspect.signature(fn).parameters.values())
-    try:
-        if params and isinstance(params[0].annotation, type) and issubclass(params[0].annotation, BaseModel):
-            call(swap_back, params[0].annotation.model_validate({"server": server}))
-        elif params and params[0].name == "params":
-            model = getattr(module, "SwapBackParams", None)
-            call(swap_back, model.model_validate({"server": server}) if model else {"server": server})
-        else:
-            call(swap_back, server)
-    except Exception as exc:  # noqa: BLE001 - an automatic swap-back never breaks health checks
-        return False, f"swap-back of {server} failed: {type(exc).__name__}: {exc}"
-    return True, "started"
-
-
-def start_due_swap_backs(ctx: SweepContext) -> list[str]:
-    """``auto_swap_back_after``: start swap-back of servers healthy that long (once per recovery)."""
-    started_for = []
-    for server in ctx.update.swap_backs_due:
-        started, detail = start_swap_back(server)
-        (ctx.logger.info if started else ctx.logger.warning)("auto swap-back of %s: %s", server, detail)
-        call(mark_swap_back_started, server, started, detail)
-        if started:
-            started_for.append(server)
-    return started_for
-
-
 # Every sweep runs these after probing and recording, in order, each isolated (see ``SweepStep``).
 # To add a step: write ``def my_step(ctx: SweepContext) -> Any`` in its own module and add one line here.
 SWEEP_STEPS: list[SweepStep] = [
+    SweepStep("events", lambda ctx: health_events(ctx.update)),  # Prefect events of the transitions (tasks/events)
     SweepStep("failovers", run_failovers),
     SweepStep("notifications", notify_update),
     SweepStep("watchdog", lambda ctx: watchdog_steps()),      # stalled cameras, failed volumes (flows/watchdog.py)
     SweepStep("floors", sweep_floors),                        # volumes below a free-space floor (retention_sweep)
-    SweepStep("swap_backs", start_due_swap_backs),
+    # auto_swap_back_after: the "recovered and healthy -> swap-back" automation (deployments/automations.py)
+    SweepStep("report", lambda ctx: after_sweep(time.monotonic() - ctx.started)),  # histogram, farm-status
 ]
 
 
@@ -262,6 +227,7 @@ def sweep(watch: WatchState | None = None) -> dict[str, Any]:
     """
     watch = watch if watch is not None else WatchState()
     logger = _logger()
+    started = time.monotonic()
     summary: dict[str, Any] = {"interval_s": None, "down": [], "transitions": [], "failovers": [], "errors": {},
                                "recorded": False}
     try:
@@ -275,7 +241,7 @@ def sweep(watch: WatchState | None = None) -> dict[str, Any]:
                    transitions=[(t.server, t.transition.value) for t in update.transitions],
                    next_deadline=update.next_deadline, recorded=update.recorded, held=len(watch.held))
     if update.recorded:
-        ctx = SweepContext(update, summary, watch, logger)
+        ctx = SweepContext(update, summary, watch, logger, started)
         for step in SWEEP_STEPS:
             try:
                 result = step.run(ctx)
@@ -372,8 +338,6 @@ def _warm_up() -> None:
 
     with contextlib.suppress(Exception):
         warm_up()
-    with contextlib.suppress(ImportError):
-        importlib.import_module("flows.swap_back")
 
 
 def watch_loop(params: HealthCheckParams) -> dict[str, Any]:

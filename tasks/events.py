@@ -285,3 +285,43 @@ def retention_events(volumes: Sequence[dict[str, Any]]) -> int:
         if v.get("blocked") or "holds_block_floors" in kinds:
             sent += retention_blocked(v["server"], v["drive"], reason="; ".join(new))
     return sent
+
+
+# --- reading them back ----------------------------------------------------------------------------
+
+def read_events(since: datetime, *, prefix: str = PREFIX, limit: int = 500) -> list[Any]:
+    """farmkeeper's events that occurred since ``since``, oldest first, at most ``limit``, from the events API."""
+    from datetime import UTC, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
+
+    query = EventFilter(occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(minutes=5)),
+                        event=EventNameFilter(prefix=[prefix]), order=EventOrder.ASC)
+    out: list[Any] = []
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=query, limit=min(limit, 50))   # the API's page size is at most 50
+        out += page.events
+        while page.next_page is not None and len(out) < limit:
+            page = client.read_events_page(str(page.next_page))
+            out += page.events
+    return out[:limit]
+
+
+def describe(event: Any) -> str:
+    """One line for people: ``server.down rec1: cameras cam-1, cam-2``."""
+    what = event.event.removeprefix(PREFIX)
+    name = event.resource.get("prefect.resource.name", event.resource.id)
+    payload = event.payload or {}
+    detail = {
+        "server.down": lambda: f"cameras on it: {', '.join(payload.get('cameras') or []) or 'none'}",
+        "server.recovered": lambda: f"role {payload.get('role')}",
+        "server.master": lambda: f"previous master {payload.get('previous') or '-'}",
+        "camera.failed-over": lambda: f"{payload.get('from')} -> {payload.get('to')}",
+        "camera.stranded": lambda: f"on {payload.get('server')}: {payload.get('reason') or 'no capacity'}",
+        "camera.offline": lambda: f"on {payload.get('server')}: {payload.get('reason')}",
+        "copy-job.started": lambda: f"{payload.get('kind')} to {payload.get('target')}, {payload.get('files')} files",
+        "copy-job.finished": lambda: f"{payload.get('kind')} to {payload.get('target')}: {payload.get('state')}",
+        "copy-job.failed": lambda: f"{payload.get('kind')} to {payload.get('target')}: {payload.get('error')}",
+    }.get(what)
+    return f"{what} {name}" + (f": {detail()}" if detail else "")

@@ -3,7 +3,7 @@ per-sweep metrics the health watcher records.
 
 ``after_sweep`` is the watcher's last step: it adds the sweep's duration to the histogram in the inventory
 (``farmkeeper.metrics.record_sweep``) and republishes ``farm-status`` when the farm changed, at most every
-``min_interval_s`` (30 s). Both never raise: a sweep is never failed by its own reporting.
+``FARMKEEPER_FARM_STATUS_EVERY_S`` (30 s). Both never raise: a sweep is never failed by its own reporting.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from farmkeeper import metrics
 from farmkeeper.farmview import fingerprint, read_farm_view, render_markdown
+from farmkeeper.settings import load_settings
 from tasks.common import inventory_session
 
 FARM_STATUS_KEY = "farm-status"
-MIN_INTERVAL_S = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,15 @@ _last = _Published()
 _lock = threading.Lock()
 
 
-def publish_farm_status(*, min_interval_s: float = MIN_INTERVAL_S, force: bool = False) -> bool:
+def publish_farm_status(*, min_interval_s: float | None = None, force: bool = False) -> bool:
     """Publish the ``farm-status`` artifact if the farm changed and ``min_interval_s`` passed; True if published.
 
-    Needs a flow run context (the artifact is attached to the run). Errors are logged, never raised.
+    ``min_interval_s`` defaults to ``FARMKEEPER_FARM_STATUS_EVERY_S`` (30 s). Needs a flow run context (the
+    artifact is attached to the run). Errors are logged, never raised.
     """
     try:
+        if min_interval_s is None:
+            min_interval_s = load_settings().farm_status_every_s
         with inventory_session() as session:
             view = read_farm_view(session)
         mark = fingerprint(view)
@@ -73,7 +76,7 @@ def record_sweep(seconds: float) -> None:
         logger.warning("sweep duration not recorded: %s: %s", type(exc).__name__, exc)
 
 
-def after_sweep(seconds: float, *, min_interval_s: float = MIN_INTERVAL_S) -> None:
+def after_sweep(seconds: float, *, min_interval_s: float | None = None) -> None:
     """The watcher's reporting step: the duration histogram, then ``farm-status`` when something changed."""
     record_sweep(seconds)
     publish_farm_status(min_interval_s=min_interval_s)
