@@ -168,6 +168,10 @@ def _when(at: datetime | None, now: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S}Z ({span})"
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -187,9 +191,9 @@ def render_markdown(view: FarmView) -> str:
     down = [s.name for s in view.servers if s.state == ServerState.down.value]
     head = [f"# Farm {_cell(view.farm)}",
             "",
-            f"{len(view.servers)} servers ({len(down)} down{': ' + ', '.join(down) if down else ''}), "
-            f"{sum(view.cameras.values())} cameras ({len(view.not_recording)} not recording), "
-            f"{len(view.jobs)} copy job{'s' if len(view.jobs) != 1 else ''} running. "
+            f"{_n(len(view.servers), 'server')} ({len(down)} down{': ' + ', '.join(down) if down else ''}), "
+            f"{_n(sum(view.cameras.values()), 'camera')} ({len(view.not_recording)} not recording), "
+            f"{_n(len(view.jobs), 'copy job')} running. "
             f"Last health sweep: {_when(view.last_sweep_at, now)}. Updated {now:%Y-%m-%d %H:%M:%S}Z.",
             "", "## Servers", "",
             "| server | state | role | master | cameras | last seen | last probe error |",

@@ -85,10 +85,12 @@ def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     for t in update.transitions:
         label = f"\\\\{t.server}\\DATA{t.drive}"
         if t.failed:
+            emit_event("volume_failed", t.server, t.drive, error=t.error)
             send_notification(f"volume {label} failed",
                               f"{t.server} cannot use its volume {t.drive}: ({t.error}); cameras recording only "
                               "there are failed over", "failure")
         else:
+            emit_event("volume_recovered", t.server, t.drive)
             send_notification(f"volume {label} recovered", f"{t.server} writes its volume {t.drive}: again",
                               "success")
     moved = []

@@ -167,6 +167,18 @@ def volume_below_floor(server: str, drive: str, *, free_bytes: int | None, floor
                 related=[("server", server, "server")], label=volume_label(server, drive))
 
 
+def volume_failed(server: str, drive: str, *, error: str | None = None) -> bool:
+    """The server cannot write the volume (for ``down_after``); its cameras recording only there fail over."""
+    return emit("volume.failed", "volume", volume_name(server, drive), {"server": server, "drive": drive,
+                                                                       "error": error},
+                related=[("server", server, "server")], label=volume_label(server, drive))
+
+
+def volume_recovered(server: str, drive: str) -> bool:
+    return emit("volume.recovered", "volume", volume_name(server, drive), {"server": server, "drive": drive},
+                related=[("server", server, "server")], label=volume_label(server, drive))
+
+
 def retention_blocked(server: str, drive: str, *, reason: str) -> bool:
     """``farmkeeper.retention.blocked`` about the volume: a guard stopped the sweep, nothing was deleted."""
     return emit("retention.blocked", "volume", volume_name(server, drive),

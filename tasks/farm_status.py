@@ -55,9 +55,10 @@ def publish_farm_status(*, min_interval_s: float | None = None, force: bool = Fa
         from prefect.artifacts import create_markdown_artifact
 
         down = [s.name for s in view.servers if s.state == "down"]
-        description = (f"Farm {view.farm}: {len(view.servers)} servers"
+        description = (f"Farm {view.farm}: {_n(len(view.servers), 'server')}"
                        + (f", DOWN: {', '.join(down)}" if down else ", all up" if view.servers else "")
-                       + f"; {len(view.not_recording)} cameras not recording; {len(view.jobs)} copy jobs running")
+                       + f"; {_n(len(view.not_recording), 'camera')} not recording; "
+                       + f"{_n(len(view.jobs), 'copy job')} running")
         create_markdown_artifact(render_markdown(view), key=FARM_STATUS_KEY, description=description)
     except Exception as exc:  # noqa: BLE001 - the farm view never breaks the sweep that refreshes it
         logger.warning("farm-status not published: %s: %s", type(exc).__name__, exc)
@@ -65,6 +66,10 @@ def publish_farm_status(*, min_interval_s: float | None = None, force: bool = Fa
             _last.fingerprint = None
         return False
     return True
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
 
 
 def record_sweep(seconds: float) -> None:

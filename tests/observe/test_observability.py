@@ -138,9 +138,14 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
     farm = build_farm(tmp_path, [("p1", "primary"), ("r1", "redundant")], [
         {"id": "cam-a", "home": "p1"}, {"id": "cam-usb", "home": "p1", "movable": False}],
         down_after="5s", interval="1s")
-    farm.data["farm"]["auto_swap_back_after"] = "10s"
+    farm.data["farm"]["auto_swap_back_after"] = "1m"
     farm.path.write_text(yaml.safe_dump(farm.data, sort_keys=False))
     apply(farm)
+    from farmkeeper import inventory
+    from farmkeeper.db import ensure_schema, get_engine, session_scope
+
+    with session_scope(ensure_schema(get_engine())) as session:   # the farm file's floor is 1 min; the test
+        inventory.farm_settings(session).auto_swap_back_after_s = 10.0   # waits Prefect's shortest window
     listeners = {s["name"]: Listener(s["health"]) for s in farm.data["servers"]}
     for listener in listeners.values():
         listener.open()
@@ -200,7 +205,7 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
         # the shipped automation ran validate-farm for the live part of p1's redundancy group
         run = wait_for(f"validate-farm run by the automation\n{tail()}",
                        lambda: next((r for r in _runs_of(prefect, "validate-farm")
-                                     if r.state is not None and r.state.is_final()), None), 60)
+                                     if r.state is not None and r.state.is_final()), None), 120)
         assert run.state.is_completed(), run.state
         assert run.parameters["params"]["servers"] == ["r1"]
         assert run.created_by is not None and run.created_by.type == "AUTOMATION", run.created_by
@@ -224,7 +229,7 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
         wait_for(f"p1 recovered\n{tail()}", lambda: servers()["p1"][0] == "up", 20)
         swap = wait_for(f"swap-back run by the automation\n{tail()}",
                         lambda: next((r for r in _runs_of(prefect, "swap-back")
-                                      if r.state is not None and r.state.is_final()), None), 60)
+                                      if r.state is not None and r.state.is_final()), None), 180)
         assert swap.parameters["params"] == {"server": "p1", "auto": True}
         assert swap.state.is_completed(), swap.state
         from farmkeeper.models import Camera
