@@ -157,9 +157,13 @@ def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: floa
 
 def _auto_swap_back_due(server: str | None) -> bool:
     """The automation's run: still due? Then mark it started (once per recovery) and go on."""
-    from tasks.health import find_swap_backs_due, mark_swap_back_started
+    from farmkeeper.failover import swap_back_due
+    from tasks.common import inventory_session
+    from tasks.health import mark_swap_back_started
 
-    if server is None or server not in find_swap_backs_due():
+    with inventory_session() as session:
+        due = server is not None and server in swap_back_due(session)
+    if not due:
         get_run_logger().info("auto swap-back of %s: not due (down again, in maintenance, nothing failed over "
                               "away from it, or already started since it recovered); nothing to do", server)
         return False

@@ -1,7 +1,7 @@
 """metric counters (sweep duration histogram, kept across processes)
 
-Revision ID: 0003_metric_counters
-Revises: 0002_watchdog
+Revision ID: 0004_metric_counters
+Revises: 0003_watch_lease
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 import farmkeeper.models
 
-revision = '0003_metric_counters'
-down_revision = '0002_watchdog'
+revision = '0004_metric_counters'
+down_revision = '0003_watch_lease'
 branch_labels = None
 depends_on = None
 
