@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from farmkeeper.retention import RULES
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
-from tasks.events import retention_events
+from tasks.events import floor_events, retention_events
 from tasks.retention import check_volume_floors, list_retention_volumes, sweep_volume
 
 
@@ -129,6 +129,7 @@ def sweep_floors(ctx: Any = None) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a floor check never stops the health sweep
         logging.getLogger(__name__).warning("floor check failed: %s: %s", type(exc).__name__, exc)
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    floor_events(found.pop("below_volumes", []))
     with _floor_lock:
         start = [v for v in found["sweep"] if not (v in _floor_sweeps and _floor_sweeps[v].is_alive())]
         if start:

@@ -275,27 +275,43 @@ def failover_events(result: FailoverResult, *, reason: str, retried: bool = Fals
     return sent
 
 
-FLOOR_ALERTS = ("floors_unmet", "holds_block_floors")
+BLOCKING_ALERTS = ("holds_block_floors", "floors_blocked")
 
 
 def retention_events(volumes: Sequence[dict[str, Any]]) -> int:
-    """From a retention sweep's per-volume reports: volumes newly below their floor, sweeps newly blocked.
+    """From a retention sweep's per-volume reports: sweeps newly blocked (purge guard, holds over the floors).
 
-    Only alerts that are new for the volume (``new_alerts``) emit, so a volume that stays below its
-    floor sends one event, not one per sweep.
+    Only alerts that are new for the volume (``new_alerts``) emit, so a volume that stays blocked sends one
+    event, not one per sweep. Volumes below their floor are the health sweep's (``floor_events``).
     """
     sent = 0
     for v in volumes:
         new = [a for a in v.get("new_alerts", []) if a]
         if v.get("dry_run") or not new or "server" not in v:
             continue
-        kinds = set(v.get("alert_kinds", []))
-        floor_texts = [a for a in new if "floor" in a]
-        if kinds & set(FLOOR_ALERTS) and floor_texts:
-            sent += volume_below_floor(v["server"], v["drive"], free_bytes=v.get("free_after", v.get("free_before")),
-                                       total_bytes=v.get("total_bytes"), reason="; ".join(floor_texts))
-        if v.get("blocked") or "holds_block_floors" in kinds:
+        if v.get("blocked") or set(v.get("alert_kinds", [])) & set(BLOCKING_ALERTS):
             sent += retention_blocked(v["server"], v["drive"], reason="; ".join(new))
+    return sent
+
+
+_below_floor: set[tuple[str, str]] = set()
+
+
+def floor_events(below: Sequence[dict[str, Any]]) -> int:
+    """``farmkeeper.volume.below-floor`` for each volume that went under its floor since the last check.
+
+    ``below``: the volumes under their floor now (``server``, ``drive``, ``free``, ``total``, ``floor``),
+    from the health sweep's floor check. Remembered per process, so a volume that stays below emits once.
+    """
+    now = {(b["server"], b["drive"]) for b in below}
+    sent = 0
+    for b in below:
+        if (b["server"], b["drive"]) not in _below_floor:
+            sent += volume_below_floor(b["server"], b["drive"], free_bytes=b.get("free"),
+                                       floor_bytes=b.get("floor"), total_bytes=b.get("total"),
+                                       reason="free space under the floor")
+    _below_floor.clear()
+    _below_floor.update(now)
     return sent
 
 

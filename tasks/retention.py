@@ -50,7 +50,10 @@ def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
         if c.below:
             get_run_logger().warning("%s", c.text())
     return {"below": [c.label for c in checks if c.below], "sweep": [f"{c.server}:{c.drive}" for c in due],
-            "unknown": unknown + [c.text() for c in checks if c.error]}
+            "unknown": unknown + [c.text() for c in checks if c.error],
+            "below_volumes": [{"server": c.server, "drive": c.drive, "floor": c.floor,
+                               "free": c.space.free if c.space else None, "total": c.space.total if c.space else None}
+                              for c in checks if c.below]}
 
 
 @task(name="list-retention-volumes", retries=3, retry_delay_seconds=[1, 2, 5], tags=[Tag.uses_db],
