@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from deployments.embedded import free_port
 from tests.failover.conftest import apply, build_farm
 from tests.fixtures.prefect_server import PrefectServer
-from tests.helpers import wait_for
+from tests.helpers import wait_for, write_footage
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -223,7 +223,10 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
         assert m["farmkeeper_cameras"][(("state", "offline"),)] == 1
         assert m["farmkeeper_health_sweep_duration_seconds_count"][()] >= 3
 
-        # p1 answers again and stays up for auto_swap_back_after: the second automation runs swap-back
+        # p1 answers again and stays up for auto_swap_back_after: the second automation runs swap-back, which
+        # brings home what cam-a recorded on r1 meanwhile (a copy job)
+        recorded = write_footage(farm.volumes["r1"], "cam-a", 3, size=4096, start=datetime.now(UTC) - timedelta(
+            minutes=5))
         listeners["p1"].open()
         wait_for(f"p1 recovered\n{tail()}", lambda: servers()["p1"][0] == "up", 20)
         swap = wait_for(f"swap-back run by the automation\n{tail()}",
@@ -235,8 +238,10 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
 
         with session_scope(ensure_schema(get_engine())) as s:
             assert s.get(Camera, "cam-a").current == "p1", "cam-a swapped back home"  # type: ignore[union-attr]
+        assert all((farm.volumes["p1"] / rel).is_file() for rel in recorded), "the footage came home"
         names = [e.event for e in _events(prefect, since)]
-        assert "farmkeeper.server.recovered" in names and "farmkeeper.copy-job.started" in names
+        for name in ("farmkeeper.server.recovered", "farmkeeper.copy-job.started", "farmkeeper.copy-job.finished"):
+            assert name in names, (name, names)
     finally:
         serve.send_signal(signal.SIGINT)
         try:
