@@ -229,9 +229,13 @@ def test_a_down_server_is_seen_everywhere(tmp_path: Path, prefect: PrefectServer
             minutes=5))
         listeners["p1"].open()
         wait_for(f"p1 recovered\n{tail()}", lambda: servers()["p1"][0] == "up", 20)
-        swap = wait_for(f"swap-back run by the automation\n{tail()}",
-                        lambda: next((r for r in _runs_of(prefect, "swap-back")
-                                      if r.state is not None and r.state.is_final()), None), 180)
+        try:
+            swap = wait_for("swap-back run by the automation",
+                            lambda: next((r for r in _runs_of(prefect, "swap-back")
+                                          if r.state is not None and r.state.is_final()), None), 300)
+        except AssertionError as exc:
+            runs = [(r.name, r.state.name if r.state else None, r.parameters) for r in _runs_of(prefect, "swap-back")]
+            raise AssertionError(f"{exc}\nswap-back runs: {runs}\n{tail()}") from None
         assert swap.parameters["params"] == {"server": "p1", "auto": True}
         assert swap.state.is_completed(), swap.state
         from farmkeeper.models import Camera
