@@ -1,7 +1,7 @@
 """metric counters (sweep duration histogram, kept across processes)
 
-Revision ID: 0004_metric_counters
-Revises: 0003_watch_lease
+Revision ID: 0005_metric_counters
+Revises: 0004_one_master
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 import farmkeeper.models
 
-revision = '0004_metric_counters'
-down_revision = '0003_watch_lease'
+revision = '0005_metric_counters'
+down_revision = '0004_one_master'
 branch_labels = None
 depends_on = None
 
