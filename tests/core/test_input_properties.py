@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from farmkeeper.cli import app
 
 runner = CliRunner()
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
 
@@ -186,7 +186,7 @@ def example(inventory_url: str) -> None:
     assert runner.invoke(app, ["apply", str(Path(__file__).parents[2] / "examples" / "farm.yaml")]).exit_code == 0
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(camera=NAME, start=MOMENT, end=MOMENT)
 def test_hold_arguments(example: None, camera: str, start: str, end: str) -> None:
     code, out = cli("hold", "add", f"--from={start}", f"--to={end}", "--reason=case 7", "--", camera)
@@ -198,7 +198,7 @@ def test_hold_arguments(example: None, camera: str, start: str, end: str) -> Non
         assert code in (0, 1) and (code == 0) == (camera in {"cam-001", "cam-002", "cam-003", "cam-004"}), out
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(camera=NAME, server=NAME, mode=st.one_of(st.sampled_from(["on", "off"]), st.text(max_size=5)))
 def test_name_arguments(example: None, camera: str, server: str, mode: str) -> None:
     code, _ = cli("camera", "pin", "--", camera, server)
@@ -210,7 +210,7 @@ def test_name_arguments(example: None, camera: str, server: str, mode: str) -> N
     assert code == 2
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(watch=NOT_A_DURATION, mbps=BAD_FLOAT, connections=st.integers().filter(lambda n: not 1 <= n <= 64),
        wait=BAD_FLOAT.filter(lambda x: not 0 <= x <= 86400))
 def test_duration_and_number_arguments(example: None, watch: str, mbps: float, connections: int,
