@@ -3,9 +3,9 @@
 Planning is pure (pandas over the streamed listing): age rules first (per camera, per stream, metadata),
 then the free-space floors (oldest video first across cameras, metadata only when no video is left),
 then the guards. Nothing under a hold, nothing of a running swap-back or move, nothing of an unknown
-camera and nothing outside the footage layout is ever planned. Execution writes the audit rows of a
-batch *before* deleting it, then confirms them; rows of files that could not be deleted are removed,
-so the audit matches the deletions.
+camera and nothing outside the footage layout is ever planned. Execution goes through the one audited
+delete (``farmkeeper.audit``): rows written ``pending`` before a batch is deleted, each settled to its
+true outcome (deleted, missing, failed: reason) after.
 
 A footage file's age comes from its name (the segment start). Its time range, for holds, is
 ``[start, close)`` where the close is its modification time (the recorder's last write), bounded by the
@@ -35,13 +35,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from farmkeeper import audit
 from farmkeeper.copyjobs.states import ACTIVE
 from farmkeeper.errors import SpecError
 from farmkeeper.models import (
     Camera,
     CopyItem,
     CopyJob,
-    DeletionAudit,
     FarmSettings,
     Hold,
     RetentionCamera,
@@ -638,48 +638,28 @@ class Execution:
 
 
 def reconcile_pending(session: Session, server: str, drive: str, listing: Listing) -> int:
-    """Settle audit rows an interrupted sweep left ``pending``: gone files were deleted, present ones were not."""
-    rows = session.exec(select(DeletionAudit).where(DeletionAudit.server == server, DeletionAudit.drive == drive,
-                                                    DeletionAudit.outcome == "pending")).all()
-    if not rows:
-        return 0
-    present = set(listing.frame["relpath"][listing.frame["relpath"].isin([r.path for r in rows])])
-    for row in rows:
-        if row.path in present:
-            session.delete(row)
-        else:
-            row.outcome = "deleted"
-            session.add(row)
-    return len(rows)
+    """Settle audit rows an interrupted sweep left ``pending`` (``audit.reconcile_pending`` over the listing)."""
+    def exists(paths: Sequence[str]) -> set[str]:
+        relpaths = listing.frame["relpath"]
+        return set(relpaths[relpaths.isin(list(paths))])
+    return audit.reconcile_pending(session, server, drive, exists)
 
 
 def execute_plan(volume: Volume, plan: VolumePlan, *, sessions: SessionFactory, run_id: str,
                  batch_size: int = 2000, on_batch: Callable[[Execution], None] | None = None) -> Execution:
-    """Carry out a plan in batches: commit the batch's audit rows (pending), delete, confirm or remove rows."""
+    """Carry out a plan in batches through the audited delete (``audit.audited_delete``, owner ``run_id``)."""
     result = Execution()
-    table = DeletionAudit.__table__  # type: ignore[attr-defined]
     for batch in plan.batches(batch_size):
-        at = utcnow()
-        rows = [{"at": at, "server": plan.server, "drive": plan.drive, "path": p, "size": int(s), "rule": r,
-                 "camera_id": str(c), "run_id": run_id, "outcome": "pending"}
-                for p, s, r, c in zip(batch["relpath"], batch["size"], batch["rule"], batch["camera"], strict=True)]
-        with sessions() as session:
-            session.execute(sa.insert(table), rows)
-        outcome = volume.delete_files(batch["relpath"].tolist(), prune_dirs=True)
-        with sessions() as session:
-            if outcome.failed:
-                session.execute(sa.delete(table).where(
-                    table.c.run_id == run_id, table.c.server == plan.server, table.c.drive == plan.drive,
-                    table.c.outcome == "pending", table.c.path.in_(list(outcome.failed))))
-            session.execute(sa.update(table).where(
-                table.c.run_id == run_id, table.c.server == plan.server, table.c.drive == plan.drive,
-                table.c.outcome == "pending").values(outcome="deleted"))
+        doomed = [audit.Doomed(p, int(s), r, str(c))
+                  for p, s, r, c in zip(batch["relpath"], batch["size"], batch["rule"], batch["camera"], strict=True)]
+        outcome = audit.audited_delete(volume, doomed, sessions=sessions, owner=run_id, server=plan.server,
+                                       drive=plan.drive, chunk=max(1, len(doomed)))
         ok = ~batch["relpath"].isin(list(outcome.failed)) if outcome.failed else None
         done = batch[ok] if ok is not None else batch
         for rule_name, group in done.groupby("rule"):
             result.deleted[str(rule_name)]["files"] += len(group)
             result.deleted[str(rule_name)]["bytes"] += int(group["size"].sum())
-        result.missing += outcome.missing
+        result.missing += len(outcome.missing)
         result.failed.update(outcome.failed)
         result.pruned_dirs += outcome.pruned_dirs
         if on_batch is not None:

@@ -6,19 +6,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col
 
+from farmkeeper import audit
 from farmkeeper.copyjobs.claim import touch_job
 from farmkeeper.copyjobs.plan import BatchKey
 from farmkeeper.copyjobs.report import duration_text
 from farmkeeper.copyjobs.states import COPIED, TODO, JobOptions, SessionFactory, refresh_counters, select_items
 from farmkeeper.errors import StorageError
-from farmkeeper.models import CopyItem, CopyItemState, CopyJob, DeletionAudit, utcnow
+from farmkeeper.models import CopyItem, CopyItemState, CopyJob, utcnow
 from farmkeeper.specs import human_size
 from farmkeeper.storage import CopyItem as StorageItem
 from farmkeeper.storage import CopyReport, CopyResult, Entry, Progress, Volume, copy_files
@@ -183,6 +184,9 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
     started = time.monotonic()
     with session_factory() as session:
         touch_job(session, job_id)
+        owner = audit_owner(job_id)   # deletions a crash of this job left pending are settled first
+        audit.reconcile_pending(session, key.src_server, key.src_drive, audit.stat_exists(src),
+                                may_settle=lambda o: o == owner)
         job = session.get(CopyJob, job_id)
         assert job is not None
         refresh_counters(session, job)
@@ -274,30 +278,28 @@ def _verify_and_delete(session_factory: SessionFactory, job_id: int, key: BatchK
             session.execute(sa.update(CopyItem), bad)
     if not options.delete_source:
         return
-    run_id = f"copy-job-{job_id}"
-    for start in range(0, len(good), DELETE_CHUNK):
-        chunk = good[start:start + DELETE_CHUNK]
-        with session_factory() as session:
-            touch_job(session, job_id)
-            now = utcnow()
-            session.execute(sa.insert(DeletionAudit), [
-                {"at": now, "server": key.src_server, "drive": key.src_drive, "path": i.relpath, "size": i.size,
-                 "rule": "source_copied", "camera_id": i.camera_id, "run_id": run_id, "outcome": "pending"}
-                for i in chunk])
-        deleted = src.delete_files([i.relpath for i in chunk])
+    by_path = {i.relpath: i for i in good}
+
+    def settle(done: audit.AuditedResult, part: Sequence[audit.Doomed]) -> None:
         updates: list[dict[str, Any]] = []
-        for item in chunk:
-            failure = deleted.failed.get(item.relpath)
+        for d in part:
+            item = by_path[d.path]
+            failure = done.failed.get(d.path)
             if failure is None:
                 updates.append({"id": item.id, "state": CopyItemState.removed, "error": None})
+                result.removed += 1
             else:
                 updates.append({"id": item.id, "state": item.state, "error": f"source not deleted: {failure}"})
-                result.failed[item.relpath] = f"source not deleted: {failure}"
-        result.removed += len(chunk) - len(deleted.failed)
+                result.failed[d.path] = f"source not deleted: {failure}"
         with session_factory() as session:
             session.execute(sa.update(CopyItem), updates)
-            audit = DeletionAudit.__table__  # type: ignore[attr-defined]
-            session.execute(sa.update(audit).where(audit.c.run_id == run_id, audit.c.outcome == "pending",
-                                                   audit.c.path.in_([i.relpath for i in chunk]))
-                            .values(outcome="deleted"))
 
+    audit.audited_delete(src, [audit.Doomed(i.relpath, i.size, "source_copied", i.camera_id) for i in good],
+                         sessions=session_factory, owner=audit_owner(job_id), server=key.src_server,
+                         drive=key.src_drive, chunk=DELETE_CHUNK, before_chunk=lambda s: touch_job(s, job_id),
+                         on_chunk=settle)
+
+
+def audit_owner(job_id: int) -> str:
+    """The owner (``DeletionAudit.run_id``) of a copy job's deletion rows."""
+    return f"copy-job-{job_id}"

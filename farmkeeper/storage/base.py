@@ -70,6 +70,7 @@ class DeleteResult:
     missing: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     pruned_dirs: int = 0
+    missing_paths: list[str] = field(default_factory=list)   # the ``missing`` ones, by name
 
     @property
     def ok(self) -> bool:

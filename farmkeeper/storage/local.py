@@ -257,6 +257,7 @@ class LocalVolume(Volume):
                 dfd = os.open(os.path.join(self.root, head), flags)
             except (FileNotFoundError, NotADirectoryError):
                 result.missing += len(names)
+                result.missing_paths.extend(rel for _, rel in names)
                 gone.extend(rel for _, rel in names)
                 continue
             except OSError as exc:
@@ -271,6 +272,7 @@ class LocalVolume(Volume):
                         gone.append(rel)
                     except FileNotFoundError:
                         result.missing += 1
+                        result.missing_paths.append(rel)
                         gone.append(rel)
                     except OSError as exc:
                         result.failed[rel] = str(self.wrap(exc, rel, "cannot delete: "))

@@ -495,6 +495,7 @@ class SMBVolume(Volume):
                     gone.append(rel)
                 elif status in _NOT_FOUND or status == smb2.STATUS_DELETE_PENDING:
                     result.missing += 1
+                    result.missing_paths.append(rel)
                     gone.append(rel)
                 else:
                     result.failed[rel] = str(self.status_error(status, rel, "cannot delete: "))

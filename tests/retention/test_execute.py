@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from farmkeeper import audit
 from farmkeeper.db import get_engine, session_scope
 from farmkeeper.models import DeletionAudit, utcnow
 from farmkeeper.retention import (
@@ -45,7 +46,7 @@ def sweep(access: VolumeAccess, pol: Any, *, prefer: str = "auto", before: Any =
         return plan, execute_plan(volume, plan, sessions=sessions, run_id="run-1", batch_size=50)
 
 
-def test_failed_deletes_leave_no_audit_rows(tmp_path: Path, inventory_url: str) -> None:
+def test_failed_deletes_are_audited_as_failed(tmp_path: Path, inventory_url: str) -> None:
     root = tmp_path / "D"
     paths = write(root, days_back("cam-1", 0, 10))
     access = VolumeAccess(server="rec1", drive="D", local_path=str(root))
@@ -61,7 +62,9 @@ def test_failed_deletes_leave_no_audit_rows(tmp_path: Path, inventory_url: str) 
     plan, done = sweep(access, policy([camera("cam-1")]), before=sabotage)
     planned = set(plan.deletions["relpath"])
     assert set(done.failed) == set(stuck)
-    assert audit_paths() == {p: "deleted" for p in planned - set(stuck)}
+    got = audit_paths()
+    assert {p: o for p, o in got.items() if p not in stuck} == {p: "deleted" for p in planned - set(stuck)}
+    assert got[stuck[0]].startswith("failed: ")
     assert files_under(root) == (set(paths) - planned) | {stuck[0] + "/inner"}
     assert done.files == len(planned) - 1 and done.bytes == 100 * (len(planned) - 1)
 
@@ -86,9 +89,9 @@ def test_interrupted_sweep_is_settled_on_the_next_run(tmp_path: Path, inventory_
     access = VolumeAccess(server="rec1", drive="D", local_path=str(root))
     with open_volume(access) as volume, sessions() as s:
         assert reconcile_pending(s, "rec1", "D", read_listing(volume.walk())) == 2
-    assert audit_paths() == {paths[0]: "deleted"}
+    assert audit_paths() == {paths[0]: "deleted", paths[1]: audit.INTERRUPTED}
     sweep(access, policy([camera("cam-1")]), force=True)
-    assert audit_paths() == {p: "deleted" for p in paths}
+    assert audit_paths() == {p: "deleted" for p in paths}     # paths[1]: the interrupted row and the new one
     assert files_under(root) == set()
 
 
