@@ -294,6 +294,11 @@ class CopyItem(SQLModel, table=True):
     mtime: float = 0.0
     state: CopyItemState = CopyItemState.pending
     error: str | None = None
+    # A resumable partial copy: the temporary file, the length the destination acknowledged, and the origin
+    # (source server, drive, path, size, mtime) it was written from; a partial is resumed only when all match.
+    partial_path: str | None = None
+    partial_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    partial_origin: str | None = None
 
 
 class Hold(SQLModel, table=True):

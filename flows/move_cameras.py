@@ -57,8 +57,10 @@ class MoveCamerasParams(BaseModel):
                                              "vs free on the target); change nothing")
     max_mbps: float | None = Field(None, gt=0, description="Bandwidth cap of the copy in megabits per second "
                                                            "(empty = no cap)")
-    verify: Literal["size", "hash"] = Field("size", description="size: size and modification time; hash: BLAKE2b "
-                                                                "of both sides (reads everything twice)")
+    verify: Literal["size", "hash"] = Field("hash", description="hash (default): the copy is read back and its "
+                                                                "BLAKE2b compared with the source's, hashed while "
+                                                                "it was read; size: size and modification time "
+                                                                "only (opt-out for trusted storage)")
     connections: int | None = Field(None, ge=1, le=64, description="Parallel SMB connections per copy "
                                                                    "(default: FARMKEEPER_STORAGE__CONNECTIONS)")
     wait_closed_s: float = Field(120.0, ge=0, description="How long to wait for the old servers to close the "

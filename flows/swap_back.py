@@ -56,8 +56,10 @@ class SwapBackParams(BaseModel):
     delete_source: bool = Field(True, description="Delete the footage on the other servers once verified at home")
     max_mbps: float | None = Field(None, gt=0, description="Bandwidth cap of the copy in megabits per second "
                                                            "(empty = no cap)")
-    verify: Literal["size", "hash"] = Field("size", description="size: size and modification time; hash: BLAKE2b "
-                                                                "of both sides (reads everything twice)")
+    verify: Literal["size", "hash"] = Field("hash", description="hash (default): the copy is read back and its "
+                                                                "BLAKE2b compared with the source's, hashed while "
+                                                                "it was read; size: size and modification time "
+                                                                "only (opt-out for trusted storage)")
     dry_run: bool = Field(False, description="Only report what would move and be copied; change nothing")
     connections: int | None = Field(None, ge=1, le=64, description="Parallel SMB connections per copy "
                                                                    "(default: FARMKEEPER_STORAGE__CONNECTIONS)")

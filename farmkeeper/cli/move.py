@@ -120,7 +120,8 @@ _FOOTAGE = typer.Option(..., "--footage", help="move: copy their footage to the 
                                                "sources; keep: leave it where it is.")
 _DRY = typer.Option(False, "--dry-run", help="Only show the plan: files and bytes per source volume, space.")
 _MBPS = typer.Option(None, "--max-mbps", help="Bandwidth cap in megabits per second.")
-_VERIFY = typer.Option("size", "--verify", help="size (size and mtime) or hash (BLAKE2b of both sides).")
+_VERIFY = typer.Option("hash", "--verify", help="hash (default): read the copy back, compare BLAKE2b with the "
+                       "source's; size: size and mtime only (opt-out for trusted storage).")
 _CONN = typer.Option(None, "--connections", help="Parallel SMB connections per copy.")
 _WAIT = typer.Option(120.0, "--wait-closed", help="Seconds to wait for the old servers to close segments.")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")

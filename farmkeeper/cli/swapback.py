@@ -71,7 +71,8 @@ _SERVER = typer.Argument(None, help="Home server: every camera whose home it is 
 _CAMERA = typer.Option([], "--camera", "-c", help="A camera id (repeatable); all must share one home.")
 _KEEP = typer.Option(False, "--keep-source", help="Keep the footage on the other servers after the copy.")
 _MBPS = typer.Option(None, "--max-mbps", help="Bandwidth cap in megabits per second.")
-_VERIFY = typer.Option("size", "--verify", help="size (size and mtime) or hash (BLAKE2b of both sides).")
+_VERIFY = typer.Option("hash", "--verify", help="hash (default): read the copy back, compare BLAKE2b with the "
+                       "source's; size: size and mtime only (opt-out for trusted storage).")
 _DRY = typer.Option(False, "--dry-run", help="Only show what would move and be copied.")
 _CONN = typer.Option(None, "--connections", help="Parallel SMB connections per copy.")
 _WAIT = typer.Option(120.0, "--wait-closed", help="Seconds to wait for the other servers to close segments.")

@@ -89,6 +89,7 @@ class _Recorder:
         self.db_interval, self.publish_interval = db_interval, publish_interval
         self.lock = threading.Lock()
         self.results: list[tuple[int, CopyResult]] = []
+        self.checkpoints: dict[int, dict[str, Any]] = {}
         self.snapshot = Progress(0, 0, 0, 0)
         self.started = time.monotonic()
         self.samples: deque[tuple[float, int]] = deque([(self.started, 0)])
@@ -99,6 +100,12 @@ class _Recorder:
     def add_result(self, item_id: int, result: CopyResult) -> None:
         with self.lock:
             self.results.append((item_id, result))
+
+    def add_checkpoint(self, item_id: int, tmp: str, acked: int, origin: str) -> None:
+        """A partial file's acknowledged length (recorded so a later run may resume it, see ``origin_of``)."""
+        with self.lock:
+            self.checkpoints[item_id] = {"id": item_id, "partial_path": tmp, "partial_bytes": acked,
+                                         "partial_origin": origin}
 
     def progress(self, snap: Progress) -> None:
         with self.lock:
@@ -140,9 +147,12 @@ class _Recorder:
     def flush(self) -> None:
         with self.lock:
             results, self.results = self.results, []
+            checkpoints, self.checkpoints = self.checkpoints, {}
         prog = self.current()
         try:
             with self.sessions() as session:
+                if checkpoints:      # before the results: a result (which clears the checkpoint) comes later
+                    session.execute(sa.update(CopyItem), list(checkpoints.values()))
                 if results:
                     session.execute(sa.update(CopyItem), [_item_update(i, r) for i, r in results])
                 session.execute(sa.update(CopyJob).where(col(CopyJob.id) == self.job_id)
@@ -151,6 +161,7 @@ class _Recorder:
         except BaseException:
             with self.lock:
                 self.results[:0] = results
+                self.checkpoints = {**checkpoints, **self.checkpoints}
             raise
 
     def __enter__(self) -> _Recorder:
@@ -169,7 +180,20 @@ def _item_update(item_id: int, result: CopyResult) -> dict[str, Any]:
              "conflict": CopyItemState.conflict}.get(result.status, CopyItemState.failed)
     # dst_relpath records the outcome for good (see ``job_summary``): None = skipped (already identical)
     dst = None if state in (CopyItemState.skipped, CopyItemState.failed) else result.dst_relpath or result.relpath
-    return {"id": item_id, "state": state, "error": result.error, "dst_relpath": dst}
+    return {"id": item_id, "state": state, "error": result.error, "dst_relpath": dst, "partial_path": None,
+            "partial_bytes": 0, "partial_origin": None}
+
+
+def origin_of(item: Any) -> str:
+    """Where an item's bytes come from: source server, drive, path, size and mtime (a partial file written
+    from another origin, or from this file before it changed, is never resumed)."""
+    return f"{item.src_server}|{item.src_drive}|{item.relpath}|{item.size}|{item.mtime!r}"
+
+
+def _resumable(item: Any) -> tuple[str, int] | None:
+    if item.partial_path and item.partial_bytes > 0 and item.partial_origin == origin_of(item):
+        return item.partial_path, int(item.partial_bytes)
+    return None
 
 
 def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: Volume, dst: Volume,
@@ -192,13 +216,15 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
         refresh_counters(session, job)
         base_bytes, base_files = job.bytes_done, job.files_done
         totals = (job.bytes_total, job.files_total)
-        todo = list(session.execute(select_items("id", "relpath", "size", "mtime", "dst_relpath")
+        todo = list(session.execute(select_items("id", "relpath", "size", "mtime", "dst_relpath", "src_server",
+                                                 "src_drive", "partial_path", "partial_bytes", "partial_origin")
                                  .where(*_batch_where(job_id, key), col(CopyItem.state).in_(TODO))
                                  .order_by(col(CopyItem.relpath))))
     result = BatchResult(key)
     ids = {i.relpath: i.id for i in todo if i.id is not None}
-    items = [StorageItem(i.relpath, i.size, i.mtime, i.dst_relpath if i.dst_relpath != i.relpath else None)
-             for i in todo]
+    origins = {i.relpath: origin_of(i) for i in todo}
+    items = [StorageItem(i.relpath, i.size, i.mtime, i.dst_relpath if i.dst_relpath != i.relpath else None,
+                         _resumable(i)) for i in todo]
     report: CopyReport | None = None
     fatal: BaseException | None = None
     if items:
@@ -210,10 +236,16 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
                 if item_id is not None:
                     recorder.add_result(item_id, r)
                     _count(result, r)
+
+            def on_checkpoint(relpath: str, tmp: str, acked: int) -> None:
+                item_id = ids.get(relpath)
+                if item_id is not None:
+                    recorder.add_checkpoint(item_id, tmp, acked, origins[relpath])
             try:
                 report = copy_files(src, dst, items, connections=options.connections, verify=options.verify,
                                     max_bytes_per_s=options.max_bytes_per_s, progress=recorder.progress,
-                                    on_result=on_result)
+                                    on_result=on_result, on_checkpoint=on_checkpoint,
+                                    checkpoint_every=options.checkpoint_every)
             except StorageError as exc:
                 fatal = exc
                 result.error = str(exc)

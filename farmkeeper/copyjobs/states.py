@@ -44,9 +44,10 @@ class JobOptions:
     """How a job copies: kept in ``CopyJob.params`` so a resume uses the same settings."""
 
     delete_source: bool = True
-    verify: Verify = "size"
+    verify: Verify = "hash"             # hash: read back + BLAKE2b (default); size: size and mtime (opt-out)
     max_mbps: float | None = None       # megabits per second over the whole job, None = no cap
     connections: int = 4
+    checkpoint_every: int = 32 << 20    # record a partial file's acknowledged length this often (bytes)
 
     @property
     def max_bytes_per_s(self) -> float | None:

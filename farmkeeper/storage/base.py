@@ -96,6 +96,11 @@ class FileWriter(abc.ABC):
     @abc.abstractmethod
     def write(self, offset: int, data: bytes) -> None: ...
 
+    def acked(self) -> int | None:
+        """Length of the prefix the storage has acknowledged: every write below it returned success
+        (``None``: not known, so nothing of this file may be resumed)."""
+        return None
+
     @abc.abstractmethod
     def finish(self, mtime: float | None) -> Entry:
         """Wait for pending writes, set mtime, close; return the file's final size/mtime."""

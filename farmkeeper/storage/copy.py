@@ -1,9 +1,17 @@
 """Copy footage between volumes: resumable, verified, parallel, bandwidth-capped.
 
-Each file is written to ``.<name>.fkpart`` next to its destination, resumed from that file's size on a
-re-run, given the source mtime, verified (size+mtime, or a BLAKE2b hash of both sides) and then renamed
-into place; an existing different destination is never overwritten (the copy goes to
+Each file is written to ``.<name>.fkpart`` next to its destination, given the source mtime, verified and
+then renamed into place; an existing different destination is never overwritten (the copy goes to
 ``<stem>~<source server>.<ext>`` and the result says ``conflict``).
+
+A partial file is resumed only when the caller proves it is this item's own: ``CopyItem.partial`` names the
+temporary file and the length the destination acknowledged (``FileWriter.acked``, reported through
+``on_checkpoint`` while copying and recorded by the caller), and the source still has the size and mtime
+the item was planned with. Any other partial is truncated and rewritten from the start.
+
+Verification (``verify``): ``hash`` (the default) reads the destination back and compares its BLAKE2b with
+the BLAKE2b of the source bytes computed while they were read for the copy; ``size`` compares size and
+mtime only (an explicit opt-out for trusted storage).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ log = logging.getLogger(__name__)
 Status = Literal["copied", "skipped", "conflict", "failed"]
 MTIME_TOLERANCE = 1e-3
 SMALL_FILE = 1 << 20   # files up to this size skip the destination pre-check and the partial-file resume
+CHECKPOINT_EVERY = 32 << 20   # report the acknowledged length of a partial file at most this often (bytes)
+Checkpoint = Callable[[str, str, int], None]   # (source relpath, temporary file, acknowledged length)
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,13 @@ class _Done:
 
 @dataclass(frozen=True)
 class CopyItem:
+    """One file to copy; ``partial``: (temporary file, acknowledged length) this item's earlier run recorded."""
+
     relpath: str
     size: int
     mtime: float
     dst_relpath: str | None = None
+    partial: tuple[str, int] | None = None
 
 
 @dataclass
@@ -155,9 +168,11 @@ def _hash_file(vol: Volume, relpath: str, chunk_size: int) -> tuple[str, int]:
 
 class _Copier:
     def __init__(self, src: Volume, dst: Volume, verify: Literal["size", "hash"], chunk_size: int,
-                 bucket: TokenBucket | None, tracker: _Tracker) -> None:
+                 bucket: TokenBucket | None, tracker: _Tracker, on_checkpoint: Checkpoint | None = None,
+                 checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self.src, self.dst, self.verify, self.chunk = src, dst, verify, chunk_size
         self.bucket, self.tracker = bucket, tracker
+        self.on_checkpoint, self.checkpoint_every = on_checkpoint, checkpoint_every
         self.abort = threading.Event()
 
     def copy(self, item: CopyItem) -> CopyResult:
@@ -191,7 +206,7 @@ class _Copier:
             if other is not None:
                 return CopyResult(src_rel, "failed", 0, "destination and its conflict name both exist with "
                                   "different content", dst_rel)
-        tmp = self._transfer(src_rel, dst_rel, resume=True)
+        tmp = self._transfer(src_rel, dst_rel, item)
         try:
             nbytes = self._place(tmp, dst_rel)
         except StorageExists:
@@ -204,7 +219,7 @@ class _Copier:
         """A small file: copied and verified first, the destination looked at only if the rename finds it
         taken (then the same rules: identical → skipped, different → the conflict name), so a new file
         costs no stat at all and the whole copy is a few round trips."""
-        tmp = self._transfer(src_rel, dst_rel, resume=False)
+        tmp = self._transfer(src_rel, dst_rel, None)
         try:
             nbytes = self._place(tmp, dst_rel)
             self.tracker.add(0, 1)
@@ -240,25 +255,35 @@ class _Copier:
             return _hash_file(self.src, src_rel, self.chunk)[0] == _hash_file(self.dst, dst_rel, self.chunk)[0]
         return _same(entry, item.size, item.mtime)
 
-    def _transfer(self, src_rel: str, dst_rel: str, *, resume: bool) -> _Done:
-        """Copy ``src_rel`` to the temporary name of ``dst_rel`` (resumed from its size when ``resume``)
-        and verify it there; the caller renames it into place."""
+    def _resume_at(self, tmp: str, item: CopyItem | None, size: int, mtime: float) -> int:
+        """Where to resume ``tmp``: the recorded acknowledged length when the partial is provably this item's
+        (recorded for this temporary file, source unchanged, file at least that long), else 0 (restart)."""
+        if item is None or item.partial is None:
+            return 0
+        path, acked = item.partial
+        if path != tmp or not 0 < acked <= size or not _same(Entry(tmp, size, mtime), item.size, item.mtime):
+            return 0
+        partial = self.dst.stat(tmp)
+        return acked if partial is not None and partial.size >= acked else 0
+
+    def _transfer(self, src_rel: str, dst_rel: str, item: CopyItem | None) -> _Done:
+        """Copy ``src_rel`` to the temporary name of ``dst_rel`` (resumed only as ``_resume_at`` allows; any
+        other partial is truncated) and verify it there; the caller renames it into place."""
         tmp = temp_name(dst_rel)
         reader = self.src.open_reader(src_rel)
         copied = 0
         try:
             size, mtime = reader.size, reader.mtime
-            start = 0
-            if resume:
-                partial = self.dst.stat(tmp)
-                start = partial.size if partial is not None and partial.size <= size else 0
+            start = self._resume_at(tmp, item, size, mtime)
             writer = self.dst.open_writer(tmp, truncate_to=start)
             h = hashlib.blake2b(digest_size=32) if self.verify == "hash" else None
+            checkpoint = self.on_checkpoint if item is not None else None
             try:
                 if h is not None and start:
                     for data in reader.chunks(0, start, self.chunk):
                         h.update(data)
                 pos = start
+                next_mark = start + self.checkpoint_every
                 for data in reader.chunks(start, size, self.chunk):
                     if self.bucket is not None:
                         self.bucket.take(len(data))
@@ -268,6 +293,11 @@ class _Copier:
                     pos += len(data)
                     copied += len(data)
                     self.tracker.add(len(data))
+                    if checkpoint is not None and pos >= next_mark:
+                        next_mark = pos + self.checkpoint_every
+                        acked = writer.acked()
+                        if acked is not None and acked > start:
+                            checkpoint(src_rel, tmp, acked)
                 done = writer.finish(mtime)
             except StorageFull:
                 writer.abort()
@@ -288,8 +318,9 @@ class _Copier:
             got, _ = _hash_file(self.dst, tmp, self.chunk)
             if got != h.hexdigest():
                 self._drop(tmp)
-                raise VerificationError(0, "copy's BLAKE2b hash differs from the source",
-                                        server=self.dst.server, share=self.dst.share, path=dst_rel)
+                raise VerificationError(0, "copy read back from the destination differs from the source (BLAKE2b); "
+                                        "the source is kept", server=self.dst.server, share=self.dst.share,
+                                        path=dst_rel)
         return _Done(tmp, copied)
 
     def _place(self, done: _Done, dst_rel: str) -> int:
@@ -307,10 +338,14 @@ class _Copier:
 
 
 def copy_files(src: Volume, dst: Volume, items: Iterable[CopyItem], *, connections: int = 4,
-               verify: Literal["size", "hash"] = "size", max_bytes_per_s: float | None = None,
+               verify: Literal["size", "hash"] = "hash", max_bytes_per_s: float | None = None,
                progress: Callable[[Progress], None] | None = None, chunk_size: int = 8 << 20,
-               on_result: Callable[[CopyResult], None] | None = None) -> CopyReport:
+               on_result: Callable[[CopyResult], None] | None = None, on_checkpoint: Checkpoint | None = None,
+               checkpoint_every: int = CHECKPOINT_EVERY) -> CopyReport:
     """Copy ``items`` from ``src`` to ``dst`` with ``connections`` threads (each with its own connections).
+
+    ``on_checkpoint(relpath, temporary file, acknowledged length)`` is called while a large file is copied
+    (every ``checkpoint_every`` bytes): recorded, it is what lets a later run resume that partial file.
 
     Raises ``StorageFull`` (destination full; the source is untouched) and ``StorageUnavailable``
     (connection lost; a re-run resumes the partial files); per-file problems are ``failed`` results.
@@ -322,7 +357,7 @@ def copy_files(src: Volume, dst: Volume, items: Iterable[CopyItem], *, connectio
     started = time.monotonic()
     tracker = _Tracker(sum(i.size for i in todo), len(todo), progress)
     bucket = TokenBucket(max_bytes_per_s) if max_bytes_per_s else None
-    copier = _Copier(src, dst, verify, chunk_size, bucket, tracker)
+    copier = _Copier(src, dst, verify, chunk_size, bucket, tracker, on_checkpoint, checkpoint_every)
     report = CopyReport()
     lock = threading.Lock()
 

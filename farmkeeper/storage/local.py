@@ -311,7 +311,7 @@ class LocalVolume(Volume):
                 os.ftruncate(fd, truncate_to)
         except OSError as exc:
             raise self.wrap(exc, rel, "cannot open for writing: ") from None
-        return _Writer(self, rel, path, fd)
+        return _Writer(self, rel, path, fd, min(truncate_to or 0, os.fstat(fd).st_size))
 
 
 class _Reader(FileReader):
@@ -339,11 +339,13 @@ class _Reader(FileReader):
 
 
 class _Writer(FileWriter):
-    def __init__(self, vol: LocalVolume, rel: str, path: str, fd: int) -> None:
+    def __init__(self, vol: LocalVolume, rel: str, path: str, fd: int, start: int = 0) -> None:
         self.vol, self.rel, self.path, self.fd = vol, rel, path, fd
+        self.contiguous = start      # every byte below this was written (pwrite returned)
 
     def write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
+        first = offset
         try:
             while view:
                 n = os.pwrite(self.fd, view, offset)
@@ -351,6 +353,11 @@ class _Writer(FileWriter):
                 offset += n
         except OSError as exc:
             raise self.vol.wrap(exc, self.rel, "write failed: ") from None
+        if first <= self.contiguous < offset:
+            self.contiguous = offset
+
+    def acked(self) -> int | None:
+        return self.contiguous
 
     def finish(self, mtime: float | None) -> Entry:
         try:

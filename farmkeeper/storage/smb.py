@@ -588,7 +588,8 @@ class SMBVolume(Volume):
         except BaseException:
             self._release(ch)
             raise
-        return _Writer(self, ch, rel, fid, self._io_depth)
+        start = min(size, truncate_to) if truncate_to is not None else 0
+        return _Writer(self, ch, rel, fid, self._io_depth, start)
 
 
 class _Reader(FileReader):
@@ -657,10 +658,13 @@ class _Reader(FileReader):
 
 
 class _Writer(FileWriter):
-    def __init__(self, vol: SMBVolume, ch: smb2.Channel, rel: str, fid: bytes, depth: int) -> None:
+    def __init__(self, vol: SMBVolume, ch: smb2.Channel, rel: str, fid: bytes, depth: int, start: int = 0) -> None:
         self.vol, self.ch, self.rel, self.fid, self.depth = vol, ch, rel, fid, depth
         self.q: queue.SimpleQueue[smb2.Reply] = queue.SimpleQueue()
         self.inflight: dict[int, int] = {}
+        self.offsets: dict[int, int] = {}            # message id -> offset of a WRITE not yet acknowledged
+        self.contiguous = start                      # every WRITE below this was acknowledged
+        self.sent_end = start
         self.held: tuple[int, bytes] | None = None   # a first small write, sent in one compound with finish()
         self.sent = False
         self._open = True
@@ -672,6 +676,8 @@ class _Writer(FileWriter):
             self.vol._check(status, self.rel, "write failed: ")
             if smb2.write_count(mv, expected) != expected:
                 raise self.vol.error(StorageFull, errno.ENOSPC, "short write (volume full?)", self.rel)
+            self.offsets.pop(mid, None)
+            self.contiguous = min(self.offsets.values(), default=self.sent_end)
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         try:
@@ -699,7 +705,16 @@ class _Writer(FileWriter):
                 piece = data[pos:pos + step] if len(data) > step else data
                 mid = self.ch.submit([smb2.write(self.fid, offset + pos, piece)], self.q)[0]
                 self.inflight[mid] = len(piece)
+                self.offsets[mid] = offset + pos
+                self.sent_end = max(self.sent_end, offset + pos + len(piece))
         self._guard(go)
+
+    def acked(self) -> int | None:
+        """The contiguous acknowledged prefix: below the lowest WRITE still in flight (a held first write
+        is not sent yet); writes go out in offset order, so nothing below it is missing."""
+        if self.held is not None:
+            return min(self.contiguous, self.held[0])
+        return self.contiguous
 
     def finish(self, mtime: float | None) -> Entry:
         def go() -> Entry:
