@@ -28,6 +28,7 @@ from farmkeeper.models import (
     Volume,
 )
 from farmkeeper.notify import readable_target, redact_target
+from farmkeeper.samestorage import VolumeRef, same_storage_pairs
 from farmkeeper.specs import (
     BOUNDS,
     StoragePathList,
@@ -533,6 +534,7 @@ def _cross_check(spec: FarmFile, problems: _Problems) -> None:
             problems.add(("servers", i, "smb"), "give password_env or password_secret, not both")
         drives_by_server.setdefault(server.name, set(drives))
     _check_failover_to(spec, names, problems)
+    _check_same_storage(spec, problems)
     masters = [i for i, s in enumerate(spec.servers) if s.master]
     for i in masters[1:]:
         problems.add(("servers", i, "master"),
@@ -581,6 +583,23 @@ def _cross_check(spec: FarmFile, problems: _Problems) -> None:
             problems.add(("servers", i, "max_cameras"),
                          f"{per_server[server.name]} cameras have home {server.name}, more than max_cameras "
                          f"{server.max_cameras}")
+
+
+def _check_same_storage(spec: FarmFile, problems: _Problems) -> None:
+    """Two volumes that are one storage (same folder, nested, same SMB share) are an error naming both."""
+    refs: list[VolumeRef] = []
+    places: dict[str, Path_] = {}
+    for i, server in enumerate(spec.servers):
+        for j, volume in enumerate(server.volumes):
+            at: Path_ = ("servers", i, "volumes", j)
+            where = f"{problems.filename}:{problems.line(at)} ({server.name} {volume.drive}:)"
+            places[where] = at
+            refs.append(VolumeRef(where, server.name, volume.drive, server.host, server.smb.port, volume.path,
+                                  getattr(volume, "unc", None)))
+    for a, b, why in same_storage_pairs(refs):
+        problems.add(places[b.where], f"the same storage as {a.where}: {why}; footage would be copied onto itself "
+                     "(and the only copy deleted). Give each volume its own storage, or declare central storage "
+                     "with the same unc on both")
 
 
 def _check_failover_to(spec: FarmFile, names: set[str], problems: _Problems) -> None:

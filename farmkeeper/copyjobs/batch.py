@@ -20,6 +20,7 @@ from farmkeeper.copyjobs.report import duration_text
 from farmkeeper.copyjobs.states import COPIED, TODO, JobOptions, SessionFactory, refresh_counters, select_items
 from farmkeeper.errors import StorageError
 from farmkeeper.models import CopyItem, CopyItemState, CopyJob, utcnow
+from farmkeeper.samestorage import prove_distinct
 from farmkeeper.specs import human_size
 from farmkeeper.storage import CopyItem as StorageItem
 from farmkeeper.storage import CopyReport, CopyResult, Entry, Progress, Volume, copy_files
@@ -201,11 +202,13 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
               db_interval: float = 1.0, publish_interval: float = 1.5) -> BatchResult:
     """Copy, verify and (with ``delete_source``) remove the sources of one batch of ``job_id``.
 
+    Refuses (``SameStorageError``) before touching anything when ``src`` and ``dst`` are the same storage.
     Safe to re-run: items already copied are not copied again; a partial file resumes. Raises
     ``StorageFull`` / ``StorageUnavailable`` after recording what finished (the source is untouched
     for every file not verified at the destination).
     """
     started = time.monotonic()
+    prove_distinct(src, dst)      # the same storage twice: SameStorageError, nothing copied or deleted
     with session_factory() as session:
         touch_job(session, job_id)
         owner = audit_owner(job_id)   # deletions a crash of this job left pending are settled first
