@@ -6,6 +6,11 @@
     meta/<camera>/<YYYY-MM-DD>/<HH>/<YYYYMMDDTHHMMSSZ>.<ext>
 
 Relative paths always use ``/``; timestamps are UTC and the name gives a file's age without a stat.
+
+A copy that met a different file of the same name at its destination is kept beside it as
+``<YYYYMMDDTHHMMSSZ>~<source server>.<ext>`` (a *conflict copy*): footage of the same camera and time,
+so retention's age rules, floors and holds apply to it like to any segment. This module is the one
+place that grammar lives (``FOOTAGE_RE``, ``FILE_NAME_RE``, ``conflict_name``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ VIDEO: Final = "video"
 META: Final = "meta"
 FOOTAGE_ROOTS = (VIDEO, META)
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_STAMP_RE = re.compile(r"^(\d{8}T\d{6}Z)\.([A-Za-z0-9]{1,8})$")
+CONFLICT_SEP: Final = "~"
+_TAG = r"[A-Za-z0-9_.-]{1,64}"                 # a source server's name as a conflict copy carries it
+_STAMP_RE = re.compile(r"^(\d{8}T\d{6}Z)(?:~(" + _TAG + r"))?\.([A-Za-z0-9]{1,8})$")
+#: a footage file name: groups (YYYYMMDD, HH); minutes and seconds checked, conflict tag allowed
+FILE_NAME_RE: Final = re.compile(r"^(\d{8})T(\d\d)[0-5]\d[0-5]\dZ(?:~" + _TAG + r")?\.[A-Za-z0-9]{1,8}$")
+#: a footage relpath in one match (retention's fast path): groups 1 video camera, 2 stream, 3 meta camera,
+#: 4-7 year, month, day, hour folders, 8 the stamp, 9 its YYYYMMDD, 10 its HH
+FOOTAGE_RE: Final = re.compile(
+    r"^(?:video/([A-Za-z0-9_-]{1,64})/(0|[1-9][0-9]{0,3})|meta/([A-Za-z0-9_-]{1,64}))/"
+    r"(\d{4})-(\d\d)-(\d\d)/(\d\d)/((\d{8})T(\d\d)\d{4}Z)(?:~" + _TAG + r")?\.[A-Za-z0-9]{1,8}$")
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR_RE = re.compile(r"^\d{2}$")
 _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -54,19 +68,22 @@ def safe_relpath(path: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class FootagePath:
-    """One footage file in the layout; ``stream`` is ``None`` for metadata."""
+    """One footage file in the layout; ``stream`` is ``None`` for metadata; ``copy_of``: the source server
+    of a conflict copy (``<stamp>~<server>.<ext>``), else ``None``."""
 
     start: datetime
     kind: Kind
     camera: str
     stream: int | None
     ext: str
+    copy_of: str | None = None
 
     @property
     def relpath(self) -> str:
         day = self.start.strftime("%Y-%m-%d")
         hour = self.start.strftime("%H")
-        name = f"{self.start.strftime(_STAMP_FORMAT)}.{self.ext}"
+        tag = f"{CONFLICT_SEP}{self.copy_of}" if self.copy_of else ""
+        name = f"{self.start.strftime(_STAMP_FORMAT)}{tag}.{self.ext}"
         if self.kind == VIDEO:
             return f"{VIDEO}/{self.camera}/{self.stream}/{day}/{hour}/{name}"
         return f"{META}/{self.camera}/{day}/{hour}/{name}"
@@ -125,7 +142,7 @@ def parse_footage(relpath: str) -> FootagePath:
         raise SpecError(f"{relpath}: {match.group(1)!r} is not a valid timestamp") from None
     if start.strftime("%Y-%m-%d") != day or start.strftime("%H") != hour:
         raise SpecError(f"{relpath}: file time does not match its day/hour folders")
-    return FootagePath(start, kind, camera, stream, match.group(2))
+    return FootagePath(start, kind, camera, stream, match.group(3), match.group(2))
 
 
 def try_parse_footage(relpath: str) -> FootagePath | None:
@@ -133,6 +150,15 @@ def try_parse_footage(relpath: str) -> FootagePath | None:
         return parse_footage(relpath)
     except SpecError:
         return None
+
+
+def conflict_name(relpath: str, server: str) -> str:
+    """``video/c/0/d/h/20240101T000000Z.mkv`` → ``.../20240101T000000Z~rec2.mkv`` (the conflict copy's name)."""
+    head, _, name = relpath.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    safe_server = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in server)
+    new = f"{stem}{CONFLICT_SEP}{safe_server}.{ext}" if dot and stem else f"{name}{CONFLICT_SEP}{safe_server}"
+    return f"{head}/{new}" if head else new
 
 
 def camera_roots(camera: str, streams: int | None = None) -> list[str]:

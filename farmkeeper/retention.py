@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from sqlmodel import Session, col, select
 from farmkeeper import audit
 from farmkeeper.copyjobs.states import ACTIVE
 from farmkeeper.errors import SpecError
+from farmkeeper.layout import FOOTAGE_RE
 from farmkeeper.models import (
     Camera,
     CopyItem,
@@ -146,8 +146,7 @@ def in_flight_paths(session: Session, server: str, drive: str) -> set[str]:
 
 # --- listing -------------------------------------------------------------------------------------
 
-_LAYOUT_RE = re.compile(r"^(?:video/([A-Za-z0-9_-]{1,64})/(0|[1-9][0-9]{0,3})|meta/([A-Za-z0-9_-]{1,64}))/"
-                        r"(\d{4})-(\d\d)-(\d\d)/(\d\d)/((\d{8})T(\d\d)\d{4}Z)\.[A-Za-z0-9]{1,8}$")
+_LAYOUT_RE = FOOTAGE_RE        # conflict copies (<stamp>~<server>.<ext>) are footage like any segment
 _COLUMNS = ("relpath", "size", "start", "video", "camera", "stream", "mtime")
 
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import abc
 import errno
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from farmkeeper.errors import PathEscapeError, SpecError, StorageError, StoragePermission
-from farmkeeper.layout import FOOTAGE_ROOTS, META, VIDEO, FootagePath, parse_footage, safe_relpath, share_name
+from farmkeeper.layout import (
+    FILE_NAME_RE,
+    FOOTAGE_ROOTS,
+    META,
+    VIDEO,
+    FootagePath,
+    parse_footage,
+    safe_relpath,
+    share_name,
+)
 
 CountKey = tuple[str, int | None, str]
 
@@ -228,7 +236,6 @@ def prune_candidates(deleted: Iterable[str]) -> list[list[str]]:
     return [sorted(levels[d]) for d in sorted(levels, reverse=True)]
 
 
-_NAME_RE = re.compile(r"^(\d{8})T(\d\d)[0-5]\d[0-5]\dZ\.[A-Za-z0-9]{1,8}$")
 
 
 def count_dir(counts: dict[CountKey, int], dirpath: str, names: list[str]) -> None:
@@ -246,7 +253,7 @@ def count_dir(counts: dict[CountKey, int], dirpath: str, names: list[str]) -> No
     hour = parts[-1]
     n = 0
     for name in names:
-        m = _NAME_RE.match(name)
+        m = FILE_NAME_RE.match(name)
         if m is None or m.group(1) != day_compact or m.group(2) != hour:
             continue
         if key_cache is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from farmkeeper.errors import StorageError, StorageExists, StorageFull, StorageUnavailable, VerificationError
+from farmkeeper.layout import conflict_name
 from farmkeeper.storage.base import Entry, Volume
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,6 @@ class _Tracker:
 def temp_name(relpath: str) -> str:
     head, _, name = relpath.rpartition("/")
     return f"{head}/.{name}.fkpart" if head else f".{name}.fkpart"
-
-
-def conflict_name(relpath: str, server: str) -> str:
-    """``video/c/0/d/h/20240101T000000Z.mkv`` → ``.../20240101T000000Z~rec2.mkv``."""
-    head, _, name = relpath.rpartition("/")
-    stem, dot, ext = name.rpartition(".")
-    safe_server = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in server)
-    new = f"{stem}~{safe_server}.{ext}" if dot and stem else f"{name}~{safe_server}"
-    return f"{head}/{new}" if head else new
 
 
 def _same(a: Entry, size: int, mtime: float) -> bool:

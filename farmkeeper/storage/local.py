@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as stat_mod
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,15 @@ _ERRNO_CLASS: dict[int, type[StorageError]] = {
     errno.EROFS: StoragePermission,
 }
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
+log = logging.getLogger(__name__)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat_mod.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 class LocalVolume(Volume):
@@ -85,64 +95,102 @@ class LocalVolume(Volume):
                 raise PathEscapeError(rel, server=self.server, share=self.share)
         return path
 
-    # --- listing -----------------------------------------------------------------------------------
-    def _scan(self, prefix: str, with_stat: bool) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
-        root = self.rel(prefix)
+    # --- folders by fd: no symlink is ever followed below the root -------------------------------
+    def _open_dir(self, rel: str) -> int:
+        """An fd of folder ``rel``, opened component by component from the root with ``O_NOFOLLOW |
+        O_DIRECTORY`` (relative to the parent's fd), so a symlink anywhere on the way fails (``ELOOP`` or
+        ``ENOTDIR``) instead of being followed, and nothing swapped in after a check can redirect it."""
+        fd = os.open(self.root, _DIR_FLAGS)
         try:
-            start = self._abs(root)
-        except StorageError:
+            for part in rel.split("/") if rel else ():
+                try:
+                    child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+                except (NotADirectoryError, OSError) as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(part, fd):
+                        raise OSError(errno.ELOOP, f"{part} is a symbolic link") from None
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
             raise
-        stack = [(root, start)]
-        while stack:
-            rel, path = stack.pop()
-            try:
-                it = os.scandir(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as exc:
-                raise self.wrap(exc, rel, "cannot list folder: ") from None
-            files = []
-            with it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((f"{rel}/{entry.name}" if rel else entry.name, entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        files.append(entry)
-            yield rel, files
+        return fd
 
-    def walk(self, prefix: str = "") -> Iterator[Entry]:
-        """Every file with size and mtime, one folder at a time (constant memory): each folder is listed and
-        its files ``lstat``-ed relative to its fd (no path lookups), in one C-level loop per folder."""
-        root = self.rel(prefix)
-        start = self._abs(root)
-        stack = [(root, start)]
-        while stack:
-            rel, path = stack.pop()
-            files, subdirs = self._stat_dir(rel, path, path is start)
-            base = rel + "/" if rel else ""
-            stack.extend((base + name, f"{path}/{name}") for name in reversed(subdirs))
-            yield from files
-
-    def _stat_dir(self, rel: str, path: str, is_root: bool) -> tuple[list[Entry], list[str]]:
-        """(files with size/mtime, sub-folder names) of one folder; a folder gone meanwhile holds nothing."""
+    def _list_fd(self, fd: int, rel: str) -> tuple[list[str], list[str]]:
+        """(file names, sub-folder names) of an open folder; symlinks are neither (never followed)."""
+        names: list[str] = []
+        subdirs: list[str] = []
         try:
-            fd = os.open(path, _DIR_FLAGS if is_root else _DIR_FLAGS | os.O_NOFOLLOW)
-        except (FileNotFoundError, NotADirectoryError):
-            return [], []
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a folder replaced by a symlink meanwhile: not ours to follow
-                return [], []
-            raise self.wrap(exc, rel, "cannot list folder: ") from None
-        try:
-            names: list[str] = []
-            subdirs: list[str] = []
             with os.scandir(fd) as it:
                 for entry in it:
                     if entry.is_file(follow_symlinks=False):
                         names.append(entry.name)
                     elif entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.name)
-            base = rel + "/" if rel else ""
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot list folder: ") from None
+        return names, subdirs
+
+    def _tree(self, prefix: str) -> Iterator[tuple[str, int, list[str]]]:
+        """``(folder relpath, its fd, file names)`` for every folder under ``prefix``, parents first.
+
+        Each folder is opened relative to its parent's fd with ``O_NOFOLLOW``: a symlinked folder (or one
+        replaced by a symlink while walking) is never entered. The fd is valid until the next item.
+        A missing prefix, or one that is (or passes through) a symlink, holds nothing.
+        """
+        root = self.rel(prefix)
+        try:
+            fd = self._open_dir(root)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                log.warning("%r: %s is a symbolic link: not walked", self, root)
+                return
+            raise self.wrap(exc, root, "cannot list folder: ") from None
+        stack: list[tuple[str, int, list[str]]] = []
+        try:
+            names, subdirs = self._list_fd(fd, root)
+            stack.append((root, fd, subdirs[::-1]))
+            yield root, fd, names
+            while stack:
+                rel, dfd, todo = stack[-1]
+                if not todo:
+                    stack.pop()
+                    os.close(dfd)
+                    continue
+                name = todo.pop()
+                try:
+                    child = os.open(name, _NOFOLLOW_DIR, dir_fd=dfd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:   # a folder replaced by a symlink meanwhile: not ours to follow
+                        continue
+                    raise self.wrap(exc, f"{rel}/{name}" if rel else name, "cannot list folder: ") from None
+                crel = f"{rel}/{name}" if rel else name
+                try:
+                    names, subdirs = self._list_fd(child, crel)
+                except BaseException:
+                    os.close(child)
+                    raise
+                stack.append((crel, child, subdirs[::-1]))
+                yield crel, child, names
+        finally:
+            for _rel, dfd, _todo in stack:
+                os.close(dfd)
+
+    # --- listing -----------------------------------------------------------------------------------
+    def walk(self, prefix: str = "") -> Iterator[Entry]:
+        """Every file with size and mtime, one folder at a time (constant memory): each folder is listed and
+        its files ``lstat``-ed relative to its fd (no path lookups); symlinked folders are never entered."""
+        for rel, fd, names in self._tree(prefix):
+            if names:
+                yield from self._stat_names(rel, fd, names)
+
+    def _stat_names(self, rel: str, fd: int, names: list[str]) -> list[Entry]:
+        base = rel + "/" if rel else ""
+        try:
             try:
                 stats = list(map(partial(os.lstat, dir_fd=fd), names))
             except FileNotFoundError:  # a file deleted while listing: stat one by one
@@ -154,15 +202,13 @@ class LocalVolume(Volume):
                     except FileNotFoundError:
                         pass
                 names = kept
-            return [Entry(base + n, st.st_size, st.st_mtime) for n, st in zip(names, stats, strict=True)], subdirs
         except OSError as exc:
             raise self.wrap(exc, rel, "cannot list folder: ") from None
-        finally:
-            os.close(fd)
+        return [Entry(base + n, st.st_size, st.st_mtime) for n, st in zip(names, stats, strict=True)]
 
     def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
-        for rel, files in self._scan(prefix, False):
-            yield rel, [e.name for e in files]
+        for rel, _fd, names in self._tree(prefix):
+            yield rel, names
 
     # --- single operations -------------------------------------------------------------------------
     def space(self) -> Space:
@@ -233,36 +279,46 @@ class LocalVolume(Volume):
 
     def remove(self, relpath: str) -> None:
         rel = self.rel(relpath)
+        head, _, name = rel.rpartition("/")
         try:
-            os.unlink(self._abs(rel))
+            dfd = self._open_dir(head)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot delete: ") from None
+        try:
+            os.unlink(name, dir_fd=dfd)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise self.wrap(exc, rel, "cannot delete: ") from None
+        finally:
+            os.close(dfd)
 
     def delete_files(self, relpaths: Iterable[str], *, prune_dirs: bool = True) -> DeleteResult:
+        """Unlink each file relative to its folder's fd, the folder opened component by component with
+        ``O_NOFOLLOW``: a folder that is (or was swapped for) a symlink is refused, never followed."""
         rels = check_deletable(self, relpaths)
         by_dir: dict[str, list[tuple[str, str]]] = {}
         for rel in rels:
             head, _, name = rel.rpartition("/")
             by_dir.setdefault(head, []).append((name, rel))
-        for head in by_dir:  # every folder checked before anything is deleted
-            self._abs(head + "/x")
         result = DeleteResult()
         gone: list[str] = []
         unlink = os.unlink
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         for head, names in by_dir.items():
             try:
-                dfd = os.open(os.path.join(self.root, head), flags)
+                dfd = self._open_dir(head)
             except (FileNotFoundError, NotADirectoryError):
                 result.missing += len(names)
                 result.missing_paths.extend(rel for _, rel in names)
                 gone.extend(rel for _, rel in names)
                 continue
             except OSError as exc:
+                why = (f"refusing to delete: a folder on the way to {head} is a symbolic link"
+                       if exc.errno == errno.ELOOP else str(self.wrap(exc, head, "cannot delete: ")))
                 for _, rel in names:
-                    result.failed[rel] = str(self.wrap(exc, rel, "cannot delete: "))
+                    result.failed[rel] = why
                 continue
             try:
                 for name, rel in names:
@@ -281,12 +337,23 @@ class LocalVolume(Volume):
         if prune_dirs and gone:
             for level in prune_candidates(gone):
                 for rel in level:
-                    try:
-                        os.rmdir(os.path.join(self.root, rel))
-                        result.pruned_dirs += 1
-                    except OSError:
-                        pass  # not empty, already gone
+                    result.pruned_dirs += self._rmdir(rel)
         return result
+
+    def _rmdir(self, rel: str) -> int:
+        """Remove an empty folder relative to its parent's fd (a symlink there is not a folder: kept)."""
+        head, _, name = rel.rpartition("/")
+        try:
+            pfd = self._open_dir(head)
+        except OSError:
+            return 0
+        try:
+            os.rmdir(name, dir_fd=pfd)
+            return 1
+        except OSError:
+            return 0  # not empty, already gone, a symlink
+        finally:
+            os.close(pfd)
 
     # --- streaming files ---------------------------------------------------------------------------
     def open_reader(self, relpath: str) -> FileReader:
