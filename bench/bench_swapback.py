@@ -6,9 +6,11 @@ same run: big files (``FK_BENCH_SB_MB``, default 1024, as 64 MiB files) and smal
 (``FK_BENCH_SB_SMALL``, default 20000 × 4 KiB over 4 cameras).
 
 Equal verification: ours with ``verify=size`` (size + modification time after the copy, re-listed before
-deleting) vs rclone's default check (size + modtime). ``verify=hash`` has no rclone peer over SMB: the
-smb backend has no hash, so ``rclone --checksum`` silently falls back to size. rclone (go-smb2) cannot
-sign, so both run with server signing = auto and ours with signing off (equal security).
+deleting) vs rclone's default check (size + modtime); and the verified swap-back (``verify=hash``, the
+default: the copy read back and its BLAKE2b compared with the source's, hashed while read) vs ``rclone copy``
++ ``rclone check --download`` (which reads both sides again) on the same big-file tree; its row also gives
+the read-back's cost against our ``verify=size`` run. rclone (go-smb2) cannot sign, so both run with server
+signing = auto and ours with signing off (equal security). ``FK_BENCH_SB_SMALL=0`` skips the small-file case.
 
 Ours is the full flow: validation gate, cameras home, closed-segment check, plan, copy, verify, audit,
 delete sources (with empty-folder pruning), progress artifacts, notifications (none configured here).
@@ -150,18 +152,32 @@ def _bench(report: Any, farm: SambaFarm, base: Path) -> None:
 
     mb = _env("FK_BENCH_SB_MB", 1024)
     small = _env("FK_BENCH_SB_SMALL", 20_000)
-    cases = [(f"swap-back {max(1, mb // 64)}x64 MiB", ["cam-big"], 4,
-              lambda: _big(spare_root, "cam-big", mb)),
-             (f"swap-back {small}x4 KiB", small_cams, 8,
-              lambda: len(build_tree(spare_root, "video", small, size=4096, cameras=4)))]
-    for case, cams, conns, build in cases:
+    big = f"{max(1, mb // 64)}x64 MiB"
+    cases = [(f"swap-back {big}", ["cam-big"], 4, "size", lambda: _big(spare_root, "cam-big", mb)),
+             (f"verified swap-back {big} (read-back BLAKE2b)", ["cam-big"], 4, "hash",
+              lambda: _big(spare_root, "cam-big", mb))]
+    if small:
+        cases.append((f"swap-back {small}x4 KiB", small_cams, 8, "size",
+                      lambda: len(build_tree(spare_root, "video", small, size=4096, cameras=4))))
+    seconds: dict[str, float] = {}
+    for case, cams, conns, verify, build in cases:
         shutil.rmtree(spare_root / "video", ignore_errors=True)
         shutil.rmtree(home_root / "video", ignore_errors=True)
         files = build()
         t_copy = _run(["rclone", "copy", "--transfers", str(conns), "--checkers", "8", "SRC:DATAD/video",
                        "DST:DATAD/video"], env)
-        t_del = _run(["rclone", "delete", "--rmdirs", "--checkers", "8", "SRC:DATAD/video"], env)
-        _move_back(home_root, spare_root)
+        if verify == "hash":   # the peer reads both sides again; we read the source once and the copy once
+            t_check = _run(["rclone", "check", "--download", "--checkers", str(conns), "SRC:DATAD/video",
+                            "DST:DATAD/video"], env)
+            shutil.rmtree(home_root / "video")
+            (home_root / "video").mkdir()
+            peer, peer_text, peer_name = t_copy + t_check, (f"rclone copy {t_copy:.1f}s + check --download "
+                                                            f"{t_check:.1f}s"), "rclone copy + check --download"
+        else:
+            t_del = _run(["rclone", "delete", "--rmdirs", "--checkers", "8", "SRC:DATAD/video"], env)
+            _move_back(home_root, spare_root)
+            peer, peer_text, peer_name = t_copy + t_del, f"rclone copy {t_copy:.1f}s + delete {t_del:.1f}s", \
+                "rclone copy + delete"
         _failover(cams)
         retries = _RetryCounter()
         client_log = logging.getLogger("prefect.client")
@@ -170,7 +186,7 @@ def _bench(report: Any, farm: SambaFarm, base: Path) -> None:
         client_log.setLevel(logging.DEBUG)
         t0 = time.perf_counter()
         try:
-            result = swap_back(SwapBackParams(cameras=cams, verify="size", connections=conns, notify=False))
+            result = swap_back(SwapBackParams(cameras=cams, verify=verify, connections=conns, notify=False))
         finally:
             ours = time.perf_counter() - t0
             client_log.removeFilter(retries)
@@ -178,8 +194,12 @@ def _bench(report: Any, farm: SambaFarm, base: Path) -> None:
         assert result["state"] == "done" and result["copied"] == files, result
         left = [p for p in (spare_root / "video").rglob("*") if p.is_file()] if (spare_root / "video").exists() else []
         assert not left, f"{len(left)} source files left"
-        report.row(case, ours, "rclone copy + delete", t_copy + t_del,
-                   f"{files} files; rclone copy {t_copy:.1f}s + delete {t_del:.1f}s; ours = whole flow "
-                   f"(gate, plan, copy, verify, audit, delete), {conns} connections, verify=size, unsigned; "
+        seconds[f"{verify} {cams}"] = ours
+        extra = ""
+        if verify == "hash" and f"size {cams}" in seconds:
+            extra = f"; read-back costs {ours / seconds[f'size {cams}']:.2f}x our verify=size run"
+        report.row(case, ours, peer_name, peer,
+                   f"{files} files; {peer_text}; ours = whole flow (gate, plan, copy, verify, audit, delete), "
+                   f"{conns} connections, verify={verify}, unsigned{extra}; "
                    f"Prefect API 503 retries in our flow: {retries.count} ({retries.seconds:.1f} s asleep)")
     dispose_engines()

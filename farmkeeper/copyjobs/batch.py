@@ -248,7 +248,7 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
                 report = copy_files(src, dst, items, connections=options.connections, verify=options.verify,
                                     max_bytes_per_s=options.max_bytes_per_s, progress=recorder.progress,
                                     on_result=on_result, on_checkpoint=on_checkpoint,
-                                    checkpoint_every=options.checkpoint_every)
+                                    checkpoint_every=options.checkpoint_every, chunk_size=options.chunk_size)
             except StorageError as exc:
                 fatal = exc
                 result.error = str(exc)

@@ -48,6 +48,7 @@ class JobOptions:
     max_mbps: float | None = None       # megabits per second over the whole job, None = no cap
     connections: int = 4
     checkpoint_every: int = 32 << 20    # record a partial file's acknowledged length this often (bytes)
+    chunk_size: int = 8 << 20           # bytes per read/write of a copy
 
     @property
     def max_bytes_per_s(self) -> float | None:

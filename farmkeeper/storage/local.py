@@ -303,6 +303,8 @@ class LocalVolume(Volume):
         for rel in rels:
             head, _, name = rel.rpartition("/")
             by_dir.setdefault(head, []).append((name, rel))
+        for head in by_dir:  # a folder resolving outside the root refuses the whole call, before any delete
+            self._abs(head + "/x")
         result = DeleteResult()
         gone: list[str] = []
         unlink = os.unlink

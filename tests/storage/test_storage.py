@@ -325,14 +325,18 @@ def test_copy_resumes_after_smbd_killed(pair: tuple[Volume, Volume, Path, Path],
         killer_done.set()
 
     threading.Thread(target=kill_midway, daemon=True).start()
+    acked: list[int] = []
     with pytest.raises(StorageUnavailable):
-        copy_files(src, dst, _items(src), chunk_size=1 << 20, max_bytes_per_s=16 << 20)
+        copy_files(src, dst, _items(src), chunk_size=1 << 20, max_bytes_per_s=16 << 20, checkpoint_every=1 << 20,
+                   on_checkpoint=lambda rel, tmp_rel, n: acked.append(n))
     killer_done.wait(30)
     partial = tmp.stat().st_size
-    assert 0 < partial < len(data)
+    assert 0 < acked[-1] <= partial < len(data)      # the acknowledged prefix, never more than what landed
     samba_farm.servers[1].start()
-    report = copy_files(src, dst, _items(src), chunk_size=1 << 20, verify="hash")
+    item = _items(src)[0]
+    resumable = CopyItem(item.relpath, item.size, item.mtime, partial=(temp_name(F1), acked[-1]))
+    report = copy_files(src, dst, [resumable], chunk_size=1 << 20, verify="hash")
     assert report.results[0].status == "copied"
-    assert report.results[0].bytes == len(data) - partial  # resumed, not restarted
+    assert report.results[0].bytes == len(data) - acked[-1]  # resumed from the checkpoint, not restarted
     assert hashlib.sha256((dst_root / F1).read_bytes()).digest() == hashlib.sha256(data).digest()
     assert not tmp.exists()
