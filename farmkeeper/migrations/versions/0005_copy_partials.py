@@ -1,7 +1,7 @@
 """copy items record their resumable partial file: path, acknowledged length, origin
 
-Revision ID: 0004_copy_partials
-Revises: 0003_watch_lease
+Revision ID: 0005_copy_partials
+Revises: 0004_one_master
 Create Date: 2026-11-26 10:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = '0004_copy_partials'
-down_revision = '0003_watch_lease'
+revision = '0005_copy_partials'
+down_revision = '0004_one_master'
 branch_labels = None
 depends_on = None
 
