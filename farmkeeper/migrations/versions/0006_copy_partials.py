@@ -1,7 +1,7 @@
 """copy items record their resumable partial file: path, acknowledged length, origin
 
-Revision ID: 0005_copy_partials
-Revises: 0004_one_master
+Revision ID: 0006_copy_partials
+Revises: 0005_metric_counters
 Create Date: 2026-11-26 10:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = '0005_copy_partials'
-down_revision = '0004_one_master'
+revision = '0006_copy_partials'
+down_revision = '0005_metric_counters'
 branch_labels = None
 depends_on = None
 
