@@ -174,7 +174,9 @@ def bench_scale(report: Any, root: Path) -> None:
                 s.add(Server(name=f"s{i:03d}", host="127.0.0.1", role=role, declared_role=role, master=i == 0,
                              health=f"tcp://127.0.0.1:{sock.getsockname()[1]}", state=ServerState.up,
                              max_cameras=200 if role == Role.redundant else None))
-                s.add(Volume(server_name=f"s{i:03d}", drive="D"))
+                vol = root / "vol" / f"s{i:03d}" / "D"
+                vol.mkdir(parents=True)
+                s.add(Volume(server_name=f"s{i:03d}", drive="D", path=str(vol)))
             s.flush()
             cam = 0
             for i in range(180):
@@ -196,6 +198,7 @@ def bench_scale(report: Any, root: Path) -> None:
         ok = sum(r.ok for r in results)
         report.row("health sweep, 200 servers (probe + record)", sweep_s,
                    note=f"{ok}/200 answered; probing alone {probe_s:.3f}s; target < 2 s")
+        bench_watchdog(report, engine, root, targets)
         with Session(engine) as s:
             server = s.get(Server, "s000")
             assert server is not None
@@ -356,6 +359,108 @@ def bench_one_sweep(report: Any, root: Path) -> None:
     peer = time.monotonic() - started
     report.row("one-sweep CLI (farmkeeper run health-check)", ours, peer="flow on ephemeral server", peer_s=peer,
                note="whole process, imports included")
+
+
+def _sweep(engine: Any, targets: Any) -> float:
+    """One sweep as ``check_servers`` does it: probe, record, pending failovers, swap-backs due."""
+    from sqlmodel import Session
+
+    from farmkeeper import failover, health
+
+    started = time.monotonic()
+    results = health.probe_all(targets, timeout=health.probe_timeout(10))
+    with Session(engine) as s:
+        health.apply_probe_results(s, results, 30)
+        failover.pending_failovers(s)
+        failover.swap_back_due(s)
+        s.commit()
+    return time.monotonic() - started
+
+
+def _watchdog_sweep(engine: Any, opener: Any) -> tuple[float, int]:
+    from sqlmodel import Session
+
+    from farmkeeper import watchdog
+
+    started = time.monotonic()
+    with Session(engine) as s:
+        vchecks = watchdog.plan_volume_checks(s)
+        checks = watchdog.plan_checks(s)
+    probes = watchdog.probe_volumes(vchecks, opener)
+    sightings = watchdog.look(checks, opener)
+    with Session(engine) as s:
+        watchdog.record_volume_probes(s, probes)
+        watchdog.record_sightings(s, sightings, checks=checks)
+        s.commit()
+    return time.monotonic() - started, len(checks)
+
+
+def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
+    """The watchdog's share of a sweep: 1-minute segments, stall_after 2 min, sweeps every 10 s.
+
+    In steady state a camera is looked at when its alive time runs out, about every 2 minutes, so
+    1/12 of the cameras are due per sweep; the bench seeds that (every 12th camera last seen 3 minutes
+    ago, the others 1 minute ago) and times sweeps without and with the watchdog in the same run.
+    """
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+    from sqlmodel import Session, col, select
+
+    from farmkeeper.layout import video_path
+    from farmkeeper.models import Camera, CameraWatch, FarmSettings, utcnow
+    from farmkeeper.storage import VolumeAccess
+    from farmkeeper.storage.local import LocalVolume
+
+    now = utcnow().replace(microsecond=0)
+    with Session(engine) as s:
+        farm = s.get(FarmSettings, 1)
+        assert farm is not None
+        farm.stall_after_s = 120.0
+        s.add(farm)
+        cams = s.exec(select(Camera)).all()
+        for n, cam in enumerate(cams):
+            for back in (2, 1):
+                rel = video_path(cam.id, 0, now - timedelta(minutes=back)).relpath
+                path = root / "vol" / str(cam.current) / "D" / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")
+            seen = now - timedelta(minutes=3 if n % 12 == 0 else 1)
+            s.add(CameraWatch(camera_id=cam.id, server=str(cam.current), since=now - timedelta(hours=1),
+                              last_segment_at=seen, segment_s=60.0))
+        s.commit()
+    volumes: dict[tuple[str, str], LocalVolume] = {}
+
+    def opener(server: str, drive: str) -> LocalVolume:
+        if (server, drive) not in volumes:
+            volumes[(server, drive)] = LocalVolume(VolumeAccess(server=server, drive=drive,
+                                                                local_path=str(root / "vol" / server / drive)))
+        return volumes[(server, drive)]
+
+    due_ids = [cam.id for n, cam in enumerate(cams) if n % 12 == 0]
+
+    def reset_due() -> None:
+        """Every 12th camera last seen 3 minutes ago (due), the others 1 minute ago (not due), from now."""
+        at = utcnow()
+        with engine.begin() as conn:
+            conn.execute(sa.update(CameraWatch).values(last_segment_at=at - timedelta(minutes=1)))
+            conn.execute(sa.update(CameraWatch).where(col(CameraWatch.camera_id).in_(due_ids))
+                         .values(last_segment_at=at - timedelta(minutes=3)))
+
+    reset_due()
+    _watchdog_sweep(engine, opener)              # warm: open the volumes, first volume probes
+    base, extra, looked = [], [], 0
+    for _ in range(3):
+        reset_due()
+        base.append(_sweep(engine, targets))
+        seconds, looked = _watchdog_sweep(engine, opener)
+        extra.append(seconds)
+    sweep_s, watchdog_s = statistics.median(base), statistics.median(extra)
+    report.row("health sweep, 200 servers / 10,000 cameras, without watchdog", sweep_s,
+               note="probe + record + pending failovers + swap-backs due (median of 3)")
+    report.row("  + watchdog (200 volume probes, newest segment of the cameras due)", sweep_s + watchdog_s,
+               peer="without", peer_s=sweep_s,
+               note=f"{looked} cameras looked at (1/12 due); watchdog alone {watchdog_s:.3f}s; target ratio <= 1.10")
 
 
 def run(report: Any) -> None:

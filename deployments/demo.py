@@ -32,6 +32,7 @@ console = Console()
 T = TypeVar("T")
 ROLES = (("rec1", "primary"), ("rec2", "primary"), ("spare1", "redundant"))
 DOWN_AFTER_S = 6
+STALL_AFTER_S = 10
 SMB_PASSWORD_ENV = "FARMKEEPER_DEMO_SMB_PASSWORD"
 
 
@@ -107,6 +108,7 @@ farm:
   name: demo
   down_after: {DOWN_AFTER_S}s
   health_interval: 1s
+  stall_after: {STALL_AFTER_S}s
   notify: ["{notify_url}"]
   purge_guard_percent: 95
 storage:
@@ -408,6 +410,17 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         console.rule("retention sweep")
         run_deployment_now("retention-sweep/retention-sweep", wait_s=300)
         console.print(retention_report())
+        console.rule("a camera stops recording while its server answers")
+        sim_control = [*cli, "sim", str(farm), "--state-dir", str(work / "sim")]
+        subprocess.run([*sim_control, "--stall", "cam-004"], env=env, check=True, capture_output=True)
+        stalled = time.monotonic()
+        console.print(f"5. cam-004's recorder on rec2 hangs (simulated); stall_after is {STALL_AFTER_S} s")
+        wait_for("cam-004 stalled", lambda: cameras()["cam-004"].state == "stalled", 60)
+        console.print(f"   cam-004 flagged stalled {time.monotonic() - stalled:.1f} s after its recorder hung")
+        console.print(farm_table())
+        subprocess.run([*sim_control, "--resume", "cam-004"], env=env, check=True, capture_output=True)
+        wait_for("cam-004 records again", lambda: cameras()["cam-004"].state == "recording", 60)
+        console.print("   cam-004 records again: one notification each way")
         console.rule("clean stop")
         del sim
     console.print(f"[green]demo finished[/green]; {len(printer.messages)} notifications received; "

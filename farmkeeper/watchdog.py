@@ -1,15 +1,16 @@
 """The recording watchdog and storage failure: a server that answers can still record nothing.
 
 **Recording watchdog.** A camera should record when its state is ``recording`` (or ``stalled``) and
-its ``current`` server is ``up`` and not in maintenance. Its newest closed segment is found cheaply:
-the stream-0 hour folders of its write paths (the drives of its storage path list that the server
-has), newest hour first, only as far back as ``stall_after`` needs — never a walk. A camera is alive
-until ``max(newest segment start + usual segment length, since) + stall_after``, where ``since`` is
-when it became expected on that server (first look, a move, the server coming up). Past that it
-becomes ``stalled`` (once); a new closed segment that is recent (within ``stall_after / 2``) brings it
-back to ``recording`` (once). A stall needs ``stall_after`` of silence and a resume a fresh segment,
-so jitter shorter than ``stall_after`` never flaps. Only cameras that may have changed are looked at
-each sweep: a recording camera once its alive time has run out, a stalled one every sweep.
+its ``current`` server is ``up``, answering its probes and not in maintenance. Its newest closed
+segment is found cheaply: the stream-0 hour folders of its write paths (the drives of its storage
+path list that the server has), newest hour first, only as far back as ``stall_after`` needs — never
+a walk. A camera is alive until ``max(newest segment start + usual segment length, since) +
+stall_after``, where ``since`` is when it became expected on that server (first look, a move, the
+server coming up). Past that it becomes ``stalled`` (once); a new closed segment that is recent
+(within ``stall_after / 2``) brings it back to ``recording`` (once). A stall needs ``stall_after``
+of silence and a resume a fresh segment, so jitter shorter than ``stall_after`` never flaps. Only
+cameras that may have changed are looked at each sweep: a recording camera once its alive time has
+run out, a stalled one every sweep.
 
 **Storage failure.** Every volume of a live server gets a probe: a small file ``.farmkeeper-probe``
 at the share root is overwritten (never deleted: it is outside ``video/`` and ``meta/``), and the free
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from farmkeeper import inventory
-from farmkeeper.errors import FarmkeeperError
+from farmkeeper.errors import FarmkeeperError, SpecError
 from farmkeeper.failover import camera_drives
 from farmkeeper.layout import segment_start, video_hour_folder
 from farmkeeper.models import (
@@ -48,6 +49,7 @@ from farmkeeper.models import (
     VolumeHealth,
     utcnow,
 )
+from farmkeeper.specs import StoragePathList, WindowsPath
 from farmkeeper.storage.base import Volume
 
 logger = logging.getLogger(__name__)
@@ -88,45 +90,63 @@ def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ..
 
 def alive_until(watch: CameraWatch, since: datetime, stall_after_s: float) -> datetime:
     """When the camera becomes stalled unless a newer segment appears."""
-    alive = since
-    if watch.last_segment_at is not None:
-        alive = max(alive, watch.last_segment_at + timedelta(seconds=watch.segment_s or 0.0))
+    return _alive_until(watch.last_segment_at, watch.segment_s, since, stall_after_s)
+
+
+def _alive_until(last: datetime | None, segment_s: float | None, since: datetime, stall_after_s: float) -> datetime:
+    alive = since if last is None else max(since, last + timedelta(seconds=segment_s or 0.0))
     return alive + timedelta(seconds=stall_after_s)
 
 
 def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
-    """The cameras to look at in this sweep (``everyone``: all that should record, due or not)."""
+    """The cameras to look at in this sweep (``everyone``: all that should record, due or not).
+
+    One query of plain rows (no ORM objects): this runs every sweep over every camera of the farm.
+    """
     now = now or utcnow()
     farm = inventory.farm_settings(session)
-    storage = inventory.storage_settings(session)
-    live = {s.name: s for s in inventory.list_servers(session)
-            if s.state == ServerState.up and not s.maintenance}
-    drives: dict[str, list[str]] = {}
+    default_drive = WindowsPath.parse(inventory.storage_settings(session).default_path).drive
+    live = {s.name: s.state_changed_at for s in inventory.list_servers(session)  # failing probe: health's job
+            if s.state == ServerState.up and not s.maintenance and s.failing_since is None}
+    drives: dict[str, set[str]] = {}
     for vol in inventory.list_volumes(session):
-        drives.setdefault(vol.server_name, []).append(vol.drive.upper())
+        drives.setdefault(vol.server_name, set()).add(vol.drive.upper())
     failed = failed_volumes(session)
-    watches = {w.camera_id: w for w in session.exec(select(CameraWatch))}
+    rows = session.execute(
+        sa.select(Camera.id, Camera.current, Camera.state, Camera.storage_path, Camera.stall_after_s,  # type: ignore[call-overload, misc]
+                  CameraWatch.server, CameraWatch.since, CameraWatch.last_segment_at, CameraWatch.segment_s)
+        .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
+        .where(col(Camera.state).in_([CameraState.recording, CameraState.stalled]),
+               col(Camera.current).in_(list(live)))).all()
+    paths: dict[str | None, tuple[str, ...]] = {}
     checks = []
-    for cam in inventory.list_cameras(session):
-        if cam.state not in (CameraState.recording, CameraState.stalled) or cam.current not in live:
-            continue
-        own = [d for d in sorted(camera_drives(cam, storage)) if d in drives.get(cam.current, ())]
-        if not own or all((cam.current, d) in failed for d in own):
+    for cam_id, current, state, storage_path, cam_stall, w_server, w_since, w_last, w_seg in rows:
+        if storage_path not in paths:
+            paths[storage_path] = _drives(storage_path, default_drive)
+        own = tuple(d for d in paths[storage_path] if d in drives.get(current, ()))
+        if not own or all((current, d) in failed for d in own):
             continue                      # nothing to record on, or storage failure owns it
-        stall_after = _camera_stall_after(cam, farm.stall_after_s)
-        watch = watches.get(cam.id)
-        known = watch is not None and watch.server == cam.current
+        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
         back_to = now - timedelta(seconds=stall_after + 3600)
-        if known and watch is not None:
-            since = _since(watch, live[cam.current].state_changed_at)
-            due = cam.state == CameraState.stalled or now >= alive_until(watch, since, stall_after)
-            if watch.last_segment_at is not None:
-                back_to = max(back_to, watch.last_segment_at)
-        else:
-            due = True
+        due = True
+        if w_server == current and w_since is not None:
+            up_at = live[current]
+            since = max(w_since, up_at) if up_at is not None else w_since
+            due = state == CameraState.stalled or now >= _alive_until(w_last, w_seg, since, stall_after)
+            if w_last is not None:
+                back_to = max(back_to, w_last)
         if due or everyone:
-            checks.append(WatchCheck(cam.id, cam.current, tuple(own), hour_folders(cam.id, now, back_to)))
+            checks.append(WatchCheck(cam_id, current, own, hour_folders(cam_id, now, back_to)))
     return checks
+
+
+def _drives(storage_path: str | None, default_drive: str) -> tuple[str, ...]:
+    if not storage_path:
+        return (default_drive,)
+    try:
+        return tuple(sorted(StoragePathList.parse(storage_path).drives))
+    except SpecError:
+        return (default_drive,)
 
 
 def _since(watch: CameraWatch, server_up_at: datetime | None) -> datetime:
@@ -237,17 +257,28 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
     farm = inventory.farm_settings(session)
     servers = {s.name: s for s in inventory.list_servers(session)}
     where = {c.camera: c.server for c in checks}
+    sightings = list(sightings)
+    ids = [x.camera for x in sightings]
+    cams: dict[str, Camera] = {}
+    watches: dict[str, CameraWatch] = {}
+    for chunk in range(0, len(ids), 500):                  # two queries per 500 cameras, not two per camera
+        part = ids[chunk:chunk + 500]
+        cams |= {c.id: c for c in session.exec(select(Camera).where(col(Camera.id).in_(part))
+                                               .execution_options(populate_existing=True))}
+        watches |= {w.camera_id: w for w in session.exec(select(CameraWatch).where(
+            col(CameraWatch.camera_id).in_(part)))}
     update = WatchUpdate()
     table = Camera.__table__  # type: ignore[attr-defined]
     for sighting in sightings:
         update.checked += 1
-        cam = session.get(Camera, sighting.camera, populate_existing=True)
+        cam = cams.get(sighting.camera)
         if cam is None or cam.current is None or where.get(cam.id, cam.current) != cam.current:
             continue                                     # moved or removed while we looked
         if sighting.error is not None:
             update.errors[cam.id] = sighting.error
             continue
-        watch = session.get(CameraWatch, cam.id)
+        watch = watches.get(cam.id)
+        changed = watch is None or watch.server != cam.current
         if watch is None or watch.server != cam.current:
             watch = watch or CameraWatch(camera_id=cam.id, since=now)
             watch.server, watch.since, watch.last_segment_at, watch.segment_s = cam.current, now, None, None
@@ -258,7 +289,6 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
             watch.last_segment_at = sighting.newest
             if sighting.segment_s:
                 watch.segment_s = sighting.segment_s
-        watch.checked_at = now
         stall_after = _camera_stall_after(cam, farm.stall_after_s)
         since = _since(watch, servers[cam.current].state_changed_at if cam.current in servers else None)
         stalled_now = now >= alive_until(watch, since, stall_after)
@@ -272,7 +302,9 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
                 _set_state(session, table, cam, CameraState.stalled, CameraState.recording):
             update.resumed.append(Resume(cam.id, cam.current, watch.last_segment_at, watch.stalled_at))
             watch.stalled_at, is_stalled = None, False
-        session.add(watch)
+        if changed or fresh or is_stalled != (cam.state == CameraState.stalled):
+            watch.checked_at = now                       # rows written only when something changed
+            session.add(watch)
         failover_stalled = cam.failover_stalled if cam.failover_stalled is not None else farm.failover_stalled
         if failover_stalled and cam.movable and is_stalled:
             update.fail_over.setdefault(cam.current, []).append(cam.id)

@@ -150,15 +150,31 @@ def sim(
     state_dir: Path | None = typer.Option(None, "--state-dir",
                                           help="Pid and status files (default FARMKEEPER_HOME/sim)."),
     only: str | None = typer.Option(None, "--only", help="Run just this server, in the foreground."),
+    stall: list[str] = typer.Option([], "--stall", help="Control a running sim: stop recording CAMERA (repeatable)."),
+    resume: list[str] = typer.Option([], "--resume", help="Control a running sim: record CAMERA again."),
+    fail_volume: list[str] = typer.Option([], "--fail-volume",
+                                          help="Control a running sim: SERVER:DRIVE becomes unusable (gone)."),
+    restore_volume: list[str] = typer.Option([], "--restore-volume", help="Control a running sim: SERVER:DRIVE back."),
 ) -> None:
     """The farm simulator: one process per server answering its probe and recording its cameras.
 
     Cameras follow the inventory (FARMKEEPER_DATABASE_URL): apply the farm file first. Kill
-    <state-dir>/<server>.pid to simulate a dead server; restart it with --only SERVER.
+    <state-dir>/<server>.pid to simulate a dead server; restart it with --only SERVER. With --stall, --resume,
+    --fail-volume or --restore-volume it only changes the controls of a running simulator and returns.
     """
     from farmkeeper.settings import load_settings
     from farmkeeper.sim import SimOptions, parse_bitrates, run_farm, run_server
 
+    if stall or resume or fail_volume or restore_volume:
+        from farmkeeper.sim.control import update_control
+
+        with user_errors():
+            control = update_control((state_dir or load_settings().home / "sim").resolve(), stall=tuple(stall),
+                                     resume=tuple(resume), fail_volume=tuple(fail_volume),
+                                     restore_volume=tuple(restore_volume))
+        console.print(f"sim control: stalled cameras {', '.join(sorted(control.stalled)) or 'none'}; failed volumes "
+                      f"{', '.join(sorted(control.failed_volumes)) or 'none'}", highlight=False)
+        return
     segment_s = parse_cli_duration(segment, "--segment", low=1, high=3600)   # names have 1 s resolution
     if only is not None:
         check_server_names(only, "--only")

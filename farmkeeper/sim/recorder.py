@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from farmkeeper.errors import SpecError
 from farmkeeper.layout import FOOTAGE_ROOTS, meta_path, video_path
+from farmkeeper.sim.control import read_control, set_volume_failed
 from farmkeeper.specs import StoragePathList, WindowsPath
 
 logger = logging.getLogger(__name__)
@@ -185,6 +186,16 @@ class ServerSim:
                 drives = (default.drive,)
             cameras[str(cam_id)] = (int(streams), drives)
         volumes = {str(d).upper(): Path(p) for d, p in vols if p}
+        control = read_control(self.options.state_dir)
+        cameras = {cam: spec for cam, spec in cameras.items() if cam not in control.stalled}
+        for drive, root in volumes.items():
+            try:
+                if set_volume_failed(root, f"{self.name}:{drive}" in control.failed_volumes):
+                    self._failed_roots.discard(root)
+                    logger.warning("%s: volume %s: %s", self.name, drive,
+                                   "failed (simulated)" if not root.exists() else "restored")
+            except OSError as exc:
+                logger.warning("%s: cannot fail/restore volume %s: %s", self.name, drive, exc.strerror)
         self.assignment = Assignment(cameras, volumes, redundant)
         for cam in [c for c in self._open if c not in cameras]:
             self._close(cam)   # moved away: close its segment now

@@ -67,7 +67,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-5000:]
     for line in ("failover done", "notification: rec1 is down", "rec1 recovered", "swap-back",
-                 "retention sweep: deleted", "demo finished"):
+                 "retention sweep: deleted", "cam-004 flagged stalled",
+                 "notification: cam-004 stopped recording on rec2", "notification: cam-004 records again on rec2",
+                 "demo finished"):
         assert line in text, f"{line!r} missing from the narration:\n{text[-5000:]}"
     spare = tmp_path / "demo" / "volumes" / "spare1" / "D" / "video"
     assert not any(p.is_file() for p in spare.rglob("*")), "swap-back emptied spare1's copies of rec1's cameras"
