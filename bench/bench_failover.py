@@ -418,16 +418,16 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
         assert farm is not None
         farm.stall_after_s = 120.0
         s.add(farm)
-        cams = s.exec(select(Camera)).all()
-        for n, cam in enumerate(cams):
+        cams = [(c.id, str(c.current)) for c in s.exec(select(Camera)).all()]
+        for cam_id, current in cams:
             for back in (2, 1):
-                rel = video_path(cam.id, 0, now - timedelta(minutes=back)).relpath
-                path = root / "vol" / str(cam.current) / "D" / rel
+                rel = video_path(cam_id, 0, now - timedelta(minutes=back)).relpath
+                path = root / "vol" / current / "D" / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"")
-            seen = now - timedelta(minutes=3 if n % 12 == 0 else 1)
-            s.add(CameraWatch(camera_id=cam.id, server=str(cam.current), since=now - timedelta(hours=1),
-                              last_segment_at=seen, segment_s=60.0))
+                path.touch()
+        s.execute(sa.insert(CameraWatch), [  # type: ignore[call-overload]
+            {"camera_id": cam_id, "server": current, "since": now - timedelta(hours=1),
+             "last_segment_at": now - timedelta(minutes=1), "segment_s": 60.0} for cam_id, current in cams])
         s.commit()
     volumes: dict[tuple[str, str], LocalVolume] = {}
 
@@ -437,7 +437,7 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
                                                                 local_path=str(root / "vol" / server / drive)))
         return volumes[(server, drive)]
 
-    due_ids = [cam.id for n, cam in enumerate(cams) if n % 12 == 0]
+    due_ids = [cam_id for n, (cam_id, _) in enumerate(cams) if n % 12 == 0]
 
     def reset_due() -> None:
         """Every 12th camera last seen 3 minutes ago (due), the others 1 minute ago (not due), from now."""

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -59,6 +60,8 @@ WATCH_STREAM = 0                  # stream 0 is always recorded; its segments st
 MAX_THREADS = 32
 
 VolumeOpener = Callable[[str, str], Volume]   # (server, drive) → an open volume (the caller closes it)
+C = TypeVar("C")
+R = TypeVar("R")
 
 
 # --- recording watchdog: plan -------------------------------------------------------------------
@@ -73,10 +76,6 @@ class WatchCheck:
     folders: tuple[str, ...]
 
 
-def _camera_stall_after(camera: Camera, farm_default: float) -> float:
-    return camera.stall_after_s if camera.stall_after_s is not None else farm_default
-
-
 def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ...]:
     """The stream-0 hour folders from ``now``'s hour back to ``back_to``'s hour, newest first."""
     out: list[str] = []
@@ -86,11 +85,6 @@ def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ..
         out.append(video_hour_folder(camera, WATCH_STREAM, moment))
         moment -= timedelta(hours=1)
     return tuple(out)
-
-
-def alive_until(watch: CameraWatch, since: datetime, stall_after_s: float) -> datetime:
-    """When the camera becomes stalled unless a newer segment appears."""
-    return _alive_until(watch.last_segment_at, watch.segment_s, since, stall_after_s)
 
 
 def _alive_until(last: datetime | None, segment_s: float | None, since: datetime, stall_after_s: float) -> datetime:
@@ -149,10 +143,6 @@ def _drives(storage_path: str | None, default_drive: str) -> tuple[str, ...]:
         return (default_drive,)
 
 
-def _since(watch: CameraWatch, server_up_at: datetime | None) -> datetime:
-    return max(watch.since, server_up_at) if server_up_at is not None else watch.since
-
-
 # --- recording watchdog: look -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,8 +198,12 @@ def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
     return Sighting(check.camera, newest, length)
 
 
-def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener) -> list[Sighting]:
-    """Look at every check; one thread per server (its volumes' connections are reused by its cameras)."""
+def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: float | None = None) -> list[Sighting]:
+    """Look at every check; one thread per server (its volumes' connections are reused by its cameras).
+
+    A server that has not answered within ``deadline_s`` gets an error sighting: a hung share never
+    holds up the sweep (and so the detection of down servers) for longer than that.
+    """
     by_server: dict[str, list[WatchCheck]] = {}
     for check in checks:
         by_server.setdefault(check.server, []).append(check)
@@ -217,10 +211,10 @@ def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener) -> list[Sighti
     def one_server(items: list[WatchCheck]) -> list[Sighting]:
         return [look_one(c, open_volume) for c in items]
 
-    if len(by_server) <= 1:
-        return [s for items in by_server.values() for s in one_server(items)]
-    with ThreadPoolExecutor(min(MAX_THREADS, len(by_server)), thread_name_prefix="watchdog") as pool:
-        return [s for result in pool.map(one_server, by_server.values()) for s in result]
+    def late(items: list[WatchCheck]) -> list[Sighting]:
+        return [Sighting(c.camera, error=f"no answer from {c.server} within {deadline_s:g} s") for c in items]
+
+    return _per_server(by_server, one_server, late, deadline_s, "watchdog")
 
 
 # --- recording watchdog: record -----------------------------------------------------------------
@@ -250,72 +244,103 @@ class WatchUpdate:
     errors: dict[str, str] = field(default_factory=dict)           # camera → why it could not be looked at
 
 
+@dataclass
+class _Watch:
+    """A ``camera_watch`` row as plain values (ORM objects cost ~1 ms each at 10,000 cameras)."""
+
+    camera_id: str
+    server: str
+    since: datetime
+    last_segment_at: datetime | None = None
+    segment_s: float | None = None
+    checked_at: datetime | None = None
+    stalled_at: datetime | None = None
+
+
+_WATCH_COLUMNS = ("camera_id", "server", "since", "last_segment_at", "segment_s", "checked_at", "stalled_at")
+
+
+def _load(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, _Watch]]:
+    """The cameras' (current, state, stall_after_s, failover_stalled, movable) and their watch rows, as plain rows."""
+    cams: dict[str, Any] = {}
+    watches: dict[str, _Watch] = {}
+    for chunk in range(0, len(ids), 500):                  # two queries per 500 cameras, not two per camera
+        part = ids[chunk:chunk + 500]
+        cams |= {row[0]: row[1:] for row in session.execute(
+            sa.select(Camera.id, Camera.current, Camera.state, Camera.stall_after_s,  # type: ignore[call-overload]
+                      Camera.failover_stalled, Camera.movable).where(col(Camera.id).in_(part)))}
+        table = CameraWatch.__table__  # type: ignore[attr-defined]
+        watches |= {row[0]: _Watch(*row) for row in session.execute(
+            sa.select(*(table.c[name] for name in _WATCH_COLUMNS)).where(table.c.camera_id.in_(part)))}
+    return cams, watches
+
+
 def record_sightings(session: Session, sightings: Iterable[Sighting], now: datetime | None = None,
                      checks: Sequence[WatchCheck] = ()) -> WatchUpdate:
     """Apply what was seen: stalled and resumed cameras (each reported once), cameras to fail over."""
     now = now or utcnow()
     farm = inventory.farm_settings(session)
-    servers = {s.name: s for s in inventory.list_servers(session)}
+    up_at = {s.name: s.state_changed_at for s in inventory.list_servers(session)}
     where = {c.camera: c.server for c in checks}
     sightings = list(sightings)
-    ids = [x.camera for x in sightings]
-    cams: dict[str, Camera] = {}
-    watches: dict[str, CameraWatch] = {}
-    for chunk in range(0, len(ids), 500):                  # two queries per 500 cameras, not two per camera
-        part = ids[chunk:chunk + 500]
-        cams |= {c.id: c for c in session.exec(select(Camera).where(col(Camera.id).in_(part))
-                                               .execution_options(populate_existing=True))}
-        watches |= {w.camera_id: w for w in session.exec(select(CameraWatch).where(
-            col(CameraWatch.camera_id).in_(part)))}
+    cams, watches = _load(session, [x.camera for x in sightings])
     update = WatchUpdate()
-    table = Camera.__table__  # type: ignore[attr-defined]
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for sighting in sightings:
         update.checked += 1
-        cam = cams.get(sighting.camera)
-        if cam is None or cam.current is None or where.get(cam.id, cam.current) != cam.current:
+        cam_id = sighting.camera
+        if cam_id not in cams:
+            continue
+        current, state, cam_stall, cam_failover_stalled, movable = cams[cam_id]
+        if current is None or where.get(cam_id, current) != current:
             continue                                     # moved or removed while we looked
         if sighting.error is not None:
-            update.errors[cam.id] = sighting.error
+            update.errors[cam_id] = sighting.error
             continue
-        watch = watches.get(cam.id)
-        changed = watch is None or watch.server != cam.current
-        if watch is None or watch.server != cam.current:
-            watch = watch or CameraWatch(camera_id=cam.id, since=now)
-            watch.server, watch.since, watch.last_segment_at, watch.segment_s = cam.current, now, None, None
-            watch.stalled_at = None
+        watch = watches.get(cam_id)
+        new_row = watch is None
+        changed = watch is None or watch.server != current
+        if watch is None or watch.server != current:
+            watch = _Watch(cam_id, current, now)
         fresh = sighting.newest is not None and (watch.last_segment_at is None
                                                  or sighting.newest > watch.last_segment_at)
         if fresh and sighting.newest is not None:
             watch.last_segment_at = sighting.newest
-            if sighting.segment_s:
-                watch.segment_s = sighting.segment_s
-        stall_after = _camera_stall_after(cam, farm.stall_after_s)
-        since = _since(watch, servers[cam.current].state_changed_at if cam.current in servers else None)
-        stalled_now = now >= alive_until(watch, since, stall_after)
-        resumes = fresh and now < alive_until(watch, since, stall_after / 2)
-        is_stalled = cam.state == CameraState.stalled
-        if cam.state == CameraState.recording and stalled_now and \
-                _set_state(session, table, cam, CameraState.recording, CameraState.stalled):
+            watch.segment_s = sighting.segment_s or watch.segment_s
+        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
+        server_up = up_at.get(current)
+        since = max(watch.since, server_up) if server_up is not None else watch.since
+        alive = _alive_until(watch.last_segment_at, watch.segment_s, since, 0.0)
+        was_stalled = is_stalled = state == CameraState.stalled
+        if not is_stalled and now >= alive + timedelta(seconds=stall_after) and \
+                _set_state(session, cam_id, current, CameraState.recording, CameraState.stalled):
             watch.stalled_at, is_stalled = now, True
-            update.stalled.append(Stall(cam.id, cam.current, watch.last_segment_at, since))
-        elif cam.state == CameraState.stalled and resumes and watch.last_segment_at is not None and \
-                _set_state(session, table, cam, CameraState.stalled, CameraState.recording):
-            update.resumed.append(Resume(cam.id, cam.current, watch.last_segment_at, watch.stalled_at))
+            update.stalled.append(Stall(cam_id, current, watch.last_segment_at, since))
+        elif is_stalled and fresh and watch.last_segment_at is not None and \
+                now < alive + timedelta(seconds=stall_after / 2) and \
+                _set_state(session, cam_id, current, CameraState.stalled, CameraState.recording):
+            update.resumed.append(Resume(cam_id, current, watch.last_segment_at, watch.stalled_at))
             watch.stalled_at, is_stalled = None, False
-        if changed or fresh or is_stalled != (cam.state == CameraState.stalled):
+        if changed or fresh or is_stalled != was_stalled:
             watch.checked_at = now                       # rows written only when something changed
-            session.add(watch)
-        failover_stalled = cam.failover_stalled if cam.failover_stalled is not None else farm.failover_stalled
-        if failover_stalled and cam.movable and is_stalled:
-            update.fail_over.setdefault(cam.current, []).append(cam.id)
+            (inserts if new_row else updates).append({k: getattr(watch, k) for k in _WATCH_COLUMNS})
+        failover_stalled = cam_failover_stalled if cam_failover_stalled is not None else farm.failover_stalled
+        if failover_stalled and movable and is_stalled:
+            update.fail_over.setdefault(current, []).append(cam_id)
+    if inserts:
+        session.execute(sa.insert(CameraWatch), inserts)
+    if updates:
+        session.execute(sa.update(CameraWatch), updates)   # bulk UPDATE by primary key (executemany)
     session.flush()
     return update
 
 
-def _set_state(session: Session, table: sa.Table, cam: Camera, old: CameraState, new: CameraState) -> bool:
+def _set_state(session: Session, camera: str, current: str, old: CameraState, new: CameraState) -> bool:
     """Compare-and-set of a camera's state (another writer may have moved it meanwhile)."""
-    done = session.execute(sa.update(table).where(table.c.id == cam.id, table.c.state == old,
-                                                  table.c.current == cam.current)
+    table = Camera.__table__  # type: ignore[attr-defined]
+    done = session.execute(sa.update(table).where(table.c.id == camera, table.c.state == old,
+                                                  table.c.current == current)
                            .values(state=new, version=table.c.version + 1))
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -377,9 +402,9 @@ def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumePro
     return VolumeProbe(check.server, check.drive)
 
 
-def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener,
-                  now: datetime | None = None) -> list[VolumeProbe]:
-    """Probe every volume; one thread per server."""
+def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener, now: datetime | None = None,
+                  deadline_s: float | None = None) -> list[VolumeProbe]:
+    """Probe every volume; one thread per server (no answer within ``deadline_s``: a failed probe)."""
     now = now or utcnow()
     by_server: dict[str, list[VolumeCheck]] = {}
     for check in checks:
@@ -396,10 +421,25 @@ def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener,
             out.append(probe_volume(check, volume, now))
         return out
 
-    if not by_server:
+    def late(items: list[VolumeCheck]) -> list[VolumeProbe]:
+        return [VolumeProbe(c.server, c.drive, f"no answer within {deadline_s:g} s") for c in items]
+
+    return _per_server(by_server, one_server, late, deadline_s, "volume-probe")
+
+
+def _per_server(groups: dict[str, list[C]], work: Callable[[list[C]], list[R]], late: Callable[[list[C]], list[R]],
+                deadline_s: float | None, name: str) -> list[R]:
+    """``work`` on each server's group in a thread; groups not done by the deadline give ``late`` results."""
+    if not groups:
         return []
-    with ThreadPoolExecutor(min(MAX_THREADS, len(by_server)), thread_name_prefix="volume-probe") as pool:
-        return [p for result in pool.map(one_server, by_server.values()) for p in result]
+    pool = ThreadPoolExecutor(min(MAX_THREADS, len(groups)), thread_name_prefix=name)
+    futures = {server: pool.submit(work, items) for server, items in groups.items()}
+    done, _pending = wait(futures.values(), timeout=deadline_s)
+    pool.shutdown(wait=False, cancel_futures=True)      # a hung share's thread finishes on its own
+    out: list[R] = []
+    for server, future in futures.items():
+        out += future.result() if future in done else late(groups[server])
+    return out
 
 
 @dataclass(frozen=True)

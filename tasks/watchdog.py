@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect import task
+from sqlmodel import Session
 
 from farmkeeper import failover as core_failover
-from farmkeeper import watchdog
+from farmkeeper import inventory, watchdog
 from farmkeeper.storage import Volume, VolumeAccess, open_volume
 from tasks.common import Tag, farm_volumes, inventory_session, run_logger, storage_prefer
 
@@ -73,16 +74,22 @@ def opener(servers: list[str]) -> Iterator[watchdog.VolumeOpener]:
     yield open_one
 
 
+def _deadline(session: Session) -> float:
+    """I/O of one watchdog step never takes longer than half a health interval (at least 2 s)."""
+    return max(2.0, inventory.farm_settings(session).health_interval_s / 2)
+
+
 @task(name="watch-recordings", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
 def watch_recordings() -> watchdog.WatchUpdate:
     """Look at the newest segment of every camera due a look; record stalled and resumed cameras."""
     logger = run_logger(__name__)
     with inventory_session() as session:
         checks = watchdog.plan_checks(session)
+        deadline = _deadline(session)
     if not checks:
         return watchdog.WatchUpdate()
     with opener([c.server for c in checks]) as open_one:
-        sightings = watchdog.look(checks, open_one)
+        sightings = watchdog.look(checks, open_one, deadline_s=deadline)
     with inventory_session() as session:
         update = watchdog.record_sightings(session, sightings, checks=checks)
     if update.errors:
@@ -96,10 +103,11 @@ def check_volumes() -> watchdog.VolumeUpdate:
     """Probe every volume of a live server (write the probe file, compare the floor); record failures."""
     with inventory_session() as session:
         checks = watchdog.plan_volume_checks(session)
+        deadline = _deadline(session)
     if not checks:
         return watchdog.VolumeUpdate()
     with opener([c.server for c in checks]) as open_one:
-        probes = watchdog.probe_volumes(checks, open_one)
+        probes = watchdog.probe_volumes(checks, open_one, deadline_s=deadline)
     with inventory_session() as session:
         return watchdog.record_volume_probes(session, probes)
 
