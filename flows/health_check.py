@@ -51,7 +51,7 @@ from farmkeeper.specs import parse_duration
 from farmkeeper.watch import FarmView, HeldResults, acquire_lease, lease_ttl, release_lease
 from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
-from flows.watchdog import watchdog_steps
+from flows.watchdog import check_volumes_step, watch_recordings_step
 from tasks.common import PLAIN, call, plain_calls, send_notification
 from tasks.events import health_events
 from tasks.farm_status import after_sweep
@@ -163,7 +163,8 @@ SWEEP_STEPS: list[SweepStep] = [
     SweepStep("events", lambda ctx: health_events(ctx.update)),  # Prefect events of the transitions (tasks/events)
     SweepStep("failovers", run_failovers),
     SweepStep("notifications", notify_update),
-    SweepStep("watchdog", lambda ctx: watchdog_steps()),      # stalled cameras, failed volumes (flows/watchdog.py)
+    SweepStep("volumes", check_volumes_step),                 # failed volumes fail their cameras over (watchdog)
+    SweepStep("recordings", watch_recordings_step),           # stalled cameras (flows/watchdog.py)
     SweepStep("floors", sweep_floors),                        # volumes below a free-space floor (retention_sweep)
     # auto_swap_back_after: the "recovered and healthy -> swap-back" automation (deployments/automations.py)
     SweepStep("report", lambda ctx: after_sweep(time.monotonic() - ctx.started)),  # histogram, farm-status

@@ -16,7 +16,7 @@ from typing import Any
 from farmkeeper.failover import FailoverResult
 from farmkeeper.watchdog import Resume, Stall
 from flows.failover import failover_message
-from tasks.common import send_notification
+from tasks.common import call, send_notification
 from tasks.watchdog import check_volumes, fail_over_cameras, recover_server, watch_recordings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def resume_message(resume: Resume) -> tuple[str, str]:
 
 
 def _fail_over(server: str, cameras: list[str], reason: str, *, mark_left: bool) -> FailoverResult:
-    result: FailoverResult = fail_over_cameras(server, cameras, reason, mark_left)
+    result: FailoverResult = call(fail_over_cameras, server, cameras, reason, mark_left)
     if result.moved:
         title, body, kind = failover_message(result, newly_down=False)
         send_notification(f"{reason} on {server}: " + title.split(": ", 1)[-1], body, kind)
@@ -62,7 +62,7 @@ def _fail_over(server: str, cameras: list[str], reason: str, *, mark_left: bool)
 
 def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
     """Stalled and resumed cameras of this sweep: one notification each, stalled ones failed over if asked."""
-    update = watch_recordings()
+    update = call(watch_recordings)
     for stall in update.stalled:
         title, body = stall_message(stall)
         send_notification(title, body, "failure")
@@ -81,7 +81,7 @@ def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
 
 def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     """Failed and recovered volumes: notify once each, fail over the cameras left without storage."""
-    update = check_volumes()
+    update = call(check_volumes)
     for t in update.transitions:
         label = f"\\\\{t.server}\\DATA{t.drive}"
         if t.failed:
@@ -98,21 +98,10 @@ def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
         result = _fail_over(server, cameras, "storage failed", mark_left=True)
         moved += [m.camera for m in result.moved]
     for server in update.recovered_servers:
-        rec = recover_server(server)
+        rec = call(recover_server, server)
         if rec.became_redundant or rec.cameras_back:
             logger.info("storage of %s recovered: redundant=%s, recording again: %s", server,
                         rec.became_redundant, rec.cameras_back)
     return {"failed": [f"{t.server}:{t.drive}" for t in update.transitions if t.failed],
             "recovered": [f"{t.server}:{t.drive}" for t in update.transitions if not t.failed], "moved": moved}
 
-
-def watchdog_steps() -> dict[str, Any]:
-    """Both steps, volumes first (a camera on a failed volume is the storage failure's), each isolated."""
-    out: dict[str, Any] = {}
-    for name, step in (("volumes", check_volumes_step), ("recordings", watch_recordings_step)):
-        try:
-            out[name] = step()
-        except Exception as exc:  # noqa: BLE001 - a watchdog failure never stops the health sweep
-            logger.warning("watchdog step %s failed: %s: %s", name, type(exc).__name__, exc)
-            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-    return out

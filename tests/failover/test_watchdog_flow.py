@@ -69,8 +69,8 @@ def test_stalled_camera_notified_once_failed_over_and_resumed_once(
     write_segment(root, "cam-b", last)
 
     summary = sweep_once()
-    assert sorted(summary["watchdog"]["recordings"]["stalled"]) == ["cam-a", "cam-b"]
-    assert summary["watchdog"]["recordings"]["moved"] == ["cam-a"]       # failover_stalled: cam-a only
+    assert sorted(summary["recordings"]["stalled"]) == ["cam-a", "cam-b"]
+    assert summary["recordings"]["moved"] == ["cam-a"]       # failover_stalled: cam-a only
     message = http_receiver.wait_for(lambda m: "cam-b stopped recording on p1" in m["title"])
     assert last.strftime("%Y-%m-%d %H:%M:%S UTC") in message["message"]
     http_receiver.wait_for(lambda m: "camera stalled on p1" in m["title"] and "1 camera moved" in m["title"])
@@ -84,7 +84,7 @@ def test_stalled_camera_notified_once_failed_over_and_resumed_once(
     sweep_once()                                                           # still stalled: nothing new
     write_segment(root, "cam-b", (utcnow() - timedelta(seconds=20)).replace(microsecond=0))
     summary = sweep_once()
-    assert summary["watchdog"]["recordings"]["resumed"] == ["cam-b"]
+    assert summary["recordings"]["resumed"] == ["cam-b"]
     http_receiver.wait_for(lambda m: "cam-b records again on p1" in m["title"])
     sweep_once()
     assert len(titles(http_receiver, "cam-b stopped recording")) == 1
