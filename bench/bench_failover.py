@@ -439,9 +439,16 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
 
     due_ids = [cam_id for n, (cam_id, _) in enumerate(cams) if n % 12 == 0]
 
+    where = dict(cams)
+
     def reset_due() -> None:
-        """Every 12th camera last seen 3 minutes ago (due), the others 1 minute ago (not due), from now."""
-        at = utcnow()
+        """Every 12th camera last seen 3 minutes ago (due; a newer segment is on disk), the others 1 minute ago."""
+        at = utcnow().replace(microsecond=0)
+        for cam_id in due_ids:
+            rel = video_path(cam_id, 0, at - timedelta(minutes=1)).relpath
+            path = root / "vol" / where[cam_id] / "D" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
         with engine.begin() as conn:
             conn.execute(sa.update(CameraWatch).values(last_segment_at=at - timedelta(minutes=1)))
             conn.execute(sa.update(CameraWatch).where(col(CameraWatch.camera_id).in_(due_ids))

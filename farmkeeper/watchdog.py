@@ -111,7 +111,12 @@ def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool
                   CameraWatch.server, CameraWatch.since, CameraWatch.last_segment_at, CameraWatch.segment_s)
         .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
         .where(col(Camera.state).in_([CameraState.recording, CameraState.stalled]),
-               col(Camera.current).in_(list(live)))).all()
+               col(Camera.current).in_(list(live)))
+        .where(sa.true() if everyone else sa.or_(     # seen within the shortest stall_after: certainly not due
+            col(CameraWatch.camera_id).is_(None), col(CameraWatch.server) != col(Camera.current),
+            col(Camera.state) == CameraState.stalled, col(CameraWatch.last_segment_at).is_(None),
+            col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, farm))))
+    ).all()
     paths: dict[str | None, tuple[str, ...]] = {}
     checks = []
     for cam_id, current, state, storage_path, cam_stall, w_server, w_since, w_last, w_seg in rows:
@@ -132,6 +137,11 @@ def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool
         if due or everyone:
             checks.append(WatchCheck(cam_id, current, own, hour_folders(cam_id, now, back_to)))
     return checks
+
+
+def _shortest_stall_after(session: Session, farm: Any) -> float:
+    shortest = session.execute(sa.select(sa.func.min(Camera.stall_after_s))).scalar()
+    return float(min(farm.stall_after_s, shortest)) if shortest is not None else float(farm.stall_after_s)
 
 
 def _drives(storage_path: str | None, default_drive: str) -> tuple[str, ...]:
@@ -461,26 +471,33 @@ class VolumeUpdate:
 
 
 def record_volume_probes(session: Session, probes: Iterable[VolumeProbe], now: datetime | None = None) -> VolumeUpdate:
-    """The volume state machine (failed after ``down_after`` of failures, recovered on a good probe)."""
+    """The volume state machine (failed after ``down_after`` of failures, recovered on a good probe).
+
+    A healthy volume without a row writes nothing: a steady farm costs one read per sweep.
+    """
     now = now or utcnow()
     down_after = timedelta(seconds=inventory.farm_settings(session).down_after_s)
+    rows = {(r.server, r.drive): r for r in session.exec(select(VolumeHealth))}
     update = VolumeUpdate()
     for probe in probes:
-        row = session.get(VolumeHealth, (probe.server, probe.drive)) or \
-            VolumeHealth(server=probe.server, drive=probe.drive)
-        stale = row.checked_at is not None and now - row.checked_at > down_after
+        row = rows.get((probe.server, probe.drive))
         if probe.ok:
+            if row is None or (not row.failed and row.failing_since is None):
+                continue
             if row.failed:
                 update.transitions.append(VolumeTransition(probe.server, probe.drive, False))
                 row.failed, row.changed_at = False, now
-            row.failing_since, row.error = None, None
-        else:
-            if row.failing_since is None or (stale and not row.failed):
-                row.failing_since = now       # a gap in probing restarts the count (as for servers)
-            row.error = probe.error
-            if not row.failed and now - row.failing_since >= down_after:
-                row.failed, row.changed_at = True, now
-                update.transitions.append(VolumeTransition(probe.server, probe.drive, True, probe.error))
+            row.failing_since, row.error, row.checked_at = None, None, now
+            session.add(row)
+            continue
+        row = row or VolumeHealth(server=probe.server, drive=probe.drive)
+        stale = row.checked_at is not None and now - row.checked_at > down_after
+        if row.failing_since is None or (stale and not row.failed):
+            row.failing_since = now           # a gap in probing restarts the count (as for servers)
+        row.error = probe.error
+        if not row.failed and now - row.failing_since >= down_after:
+            row.failed, row.changed_at = True, now
+            update.transitions.append(VolumeTransition(probe.server, probe.drive, True, probe.error))
         row.checked_at = now
         session.add(row)
     session.flush()
