@@ -38,6 +38,7 @@ from farmkeeper.specs import (
     parse_duration,
     parse_stream_days,
 )
+from farmkeeper.volumes import normalize_unc
 
 Path_ = tuple[str | int, ...]
 
@@ -329,6 +330,12 @@ class VolumeSpec(_Spec):
     drive: str = Field(pattern=r"^[A-Za-z]$")
     path: str | None = Field(None, max_length=4096)
     capacity: Size | None = None
+    unc: str | None = None                 # central storage (NAS): '\\nas01\cctv'
+
+    @field_validator("unc")
+    @classmethod
+    def _unc(cls, v: str | None) -> str | None:
+        return None if v is None else normalize_unc(v)
 
     @field_validator("drive")
     @classmethod
@@ -757,7 +764,7 @@ def _apply_volumes(session: Session, server_spec: ServerSpec, result: ApplyResul
     current = {v.drive: v for v in session.exec(select(Volume).where(Volume.server_name == server_spec.name))}
     for vol_spec in server_spec.volumes:
         vol = current.pop(vol_spec.drive, None)
-        values: dict[str, Any] = {"path": vol_spec.path, "capacity_bytes": vol_spec.capacity}
+        values: dict[str, Any] = {"path": vol_spec.path, "capacity_bytes": vol_spec.capacity, "unc": vol_spec.unc}
         if vol is None:
             session.add(Volume(server_name=server_spec.name, drive=vol_spec.drive, **values))
             result.created.append(f"volume {server_spec.name} {vol_spec.drive}:")
@@ -813,6 +820,8 @@ def export_farm(session: Session) -> dict[str, Any]:
                 v["path"] = vol.path
             if vol.capacity_bytes is not None:
                 v["capacity"] = format_size(vol.capacity_bytes)
+            if vol.unc is not None:
+                v["unc"] = vol.unc
             entry["volumes"].append(v)
         out["servers"].append(entry)
     for cam in session.exec(select(Camera).order_by(Camera.id)):

@@ -147,6 +147,7 @@ class VolumeBase(SQLModel):
     drive: str = Field(max_length=1)
     path: str | None = None               # local mount of the share root
     capacity_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    unc: str | None = None                # central storage (NAS): '\\nas01\cctv'; the same unc is one storage
 
 
 class Volume(VolumeBase, table=True):

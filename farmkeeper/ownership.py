@@ -79,10 +79,15 @@ def count_volume(volume: ServerVolume, *, prefer: Prefer = "auto", camera: str |
 
 def count_footage(volumes: Sequence[ServerVolume], *, prefer: Prefer = "auto", camera: str | None = None,
                   workers: int = 16, raise_errors: bool = False) -> CountResult:
-    """Count every volume at once; a server with any volume that fails is reported in ``errors``."""
+    """Count every volume at once; a server with any volume that fails is reported in ``errors``.
+
+    Central storage (a volume with a ``unc``) is not counted: every server listing it sees the same files,
+    so its footage says nothing about which server owns a camera.
+    """
     import time
 
     started = time.monotonic()
+    volumes = [v for v in volumes if not v.unc]
     result = CountResult(servers=sorted({v.server for v in volumes}))
     if not volumes:
         return result

@@ -144,6 +144,27 @@ def in_flight_paths(session: Session, server: str, drive: str) -> set[str]:
     return out
 
 
+def once_per_storage(volumes: Sequence[tuple[str, str, str | None]],
+                     down: Collection[str]) -> dict[tuple[str, str], str]:
+    """Central storage is swept once: (server, drive) → why it is skipped, for every volume of a central
+    storage (``unc``) but the one swept (the first, by server name, of a server that is not down)."""
+    by_unc: dict[str, list[tuple[str, str]]] = {}
+    for server, drive, unc in volumes:
+        if unc:
+            by_unc.setdefault(unc.lower(), []).append((server, drive))
+    skip: dict[tuple[str, str], str] = {}
+    for members in by_unc.values():
+        members.sort()
+        chosen = next((m for m in members if m[0] not in down), None)
+        if chosen is None:
+            continue
+        unc = next(u for s, d, u in volumes if (s, d) == chosen)
+        for m in members:
+            if m != chosen:
+                skip[m] = f"central storage {unc}: swept once, through {chosen[0]} ({chosen[1]}:)"
+    return skip
+
+
 # --- listing -------------------------------------------------------------------------------------
 
 _LAYOUT_RE = FOOTAGE_RE        # conflict copies (<stamp>~<server>.<ext>) are footage like any segment

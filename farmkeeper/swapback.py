@@ -12,6 +12,8 @@ is the cameras' home server; this module adds what only swap-back needs:
 * ``end_failovers``: ``FailoverEvent.ended_at`` for the cameras whose footage is home.
 * ``no_copy_reason``: why this swap-back copies nothing (SAN failover mode off on the home server):
   the cameras still go home, the footage stays where it was recorded (``Selection.stays``).
+* ``on_central_storage``: cameras whose footage is on central storage (a NAS ``unc`` volume) that the
+  home and the servers that recorded them all list: they go home, nothing is copied or deleted.
 * ``move_home`` also gives a server that recovery made redundant its declared role (primary) back.
 """
 
@@ -25,7 +27,7 @@ from sqlmodel import Session, col, select
 from farmkeeper import inventory
 from farmkeeper.copyjobs.states import UNFINISHED
 from farmkeeper.errors import InventoryError
-from farmkeeper.failover import is_open_segment, open_failover_events, restore_declared_role
+from farmkeeper.failover import camera_drives, is_open_segment, open_failover_events, restore_declared_role
 from farmkeeper.layout import camera_roots
 from farmkeeper.models import (
     Camera,
@@ -55,6 +57,7 @@ class Selection:
     unreachable: list[str] = field(default_factory=list)     # down servers whose volumes were not read
     no_copy: str | None = None                      # why nothing is copied (the cameras still go home)
     stays: dict[str, list[str]] = field(default_factory=dict)  # camera -> servers its footage stays on (no_copy)
+    central: dict[str, str] = field(default_factory=dict)   # camera -> central storage its footage is on already
 
 
 def select_cameras(session: Session, *, server: str | None = None, cameras: Sequence[str] = ()) -> Selection:
@@ -110,7 +113,33 @@ def select_cameras(session: Session, *, server: str | None = None, cameras: Sequ
     sel.no_copy = no_copy_reason(home_server)
     if sel.no_copy:
         sel.stays = footage_elsewhere(session, sel.cameras, home)
+    else:
+        sel.central = on_central_storage(session, sel.cameras, home)
     return sel
+
+
+def on_central_storage(session: Session, cameras: Iterable[str], home: str) -> dict[str, str]:
+    """Camera -> its central storage, for cameras with nothing to bring home: every write path of the camera
+    is a central storage (NAS, ``unc``) at home, and each server that recorded it meanwhile (open failovers,
+    the current server) lists the same storage for that drive letter, so the footage is already there."""
+    storage = inventory.storage_settings(session)
+    uncs: dict[tuple[str, str], str | None] = {(v.server_name, v.drive.upper()): v.unc
+                                               for v in inventory.list_volumes(session)}
+    out: dict[str, str] = {}
+    for cam_id in cameras:
+        cam = inventory.get_camera(session, cam_id)
+        drives = sorted(camera_drives(cam, storage))
+        recorded_on = {e.to_server for e in open_failover_events(session, camera=cam_id)}
+        if cam.current:
+            recorded_on.add(cam.current)
+        recorded_on.discard(home)
+        at_home = [uncs.get((home, d)) for d in drives]
+        if not drives or not all(at_home):
+            continue
+        if all((uncs.get((s, d)) or "").lower() == (u or "").lower() for s in recorded_on
+               for d, u in zip(drives, at_home, strict=True)):
+            out[cam_id] = ", ".join(sorted({u for u in at_home if u}))
+    return out
 
 
 def no_copy_reason(home: Server) -> str | None:

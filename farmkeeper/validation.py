@@ -348,8 +348,9 @@ def share_findings(server: ServerInfo, probes: Sequence[ShareProbe], *, skew_max
         out.append(Finding(name, Requirement.credentials, "ok", f"logon as {user!r} works"))
     else:
         out.append(Finding(name, Requirement.credentials, "skip", f"not checked: {name} is unreachable"))
+    central = {a.drive.upper(): f"\\\\{a.host}\\{a.unc_share}" for a in server.volumes if a.unc_share}
     for p in probes:
-        unc = f"\\\\{name}\\{p.share}"
+        unc = central.get(p.drive.upper()) or f"\\\\{name}\\{p.share}"
         folder = f"{p.drive}:\\Data"
         fix = ""
         if p.status == "ok":
@@ -359,7 +360,9 @@ def share_findings(server: ServerInfo, probes: Sequence[ShareProbe], *, skew_max
             continue
         elif p.status == "missing":
             msg = f"{unc} is not shared: {p.message}"
-            fix = f"share {folder} of {name} as {p.share} with read and write permission for {user!r}"
+            fix = (f"share {folder} of {name} as {p.share} with read and write permission for {user!r}"
+                   if p.drive.upper() not in central else
+                   f"check the central storage path {unc} (volume {p.drive}: of {name}) and that the NAS shares it")
         elif p.status == "unreachable":
             msg = f"{unc} cannot be reached: {p.message}"
             fix = f"check that {name} ({server.host}) is up and SMB port {server.smb_port} is reachable"

@@ -22,6 +22,7 @@ class ServerVolume:
     drive: str
     access: VolumeAccess
     capacity_bytes: int | None = None
+    unc: str | None = None                 # central storage (NAS) this volume is
 
     @property
     def share(self) -> str:
@@ -29,15 +30,55 @@ class ServerVolume:
 
     @property
     def label(self) -> str:
+        if self.unc:
+            return f"{self.unc} ({self.drive}: of {self.server})"
         return f"\\\\{self.server}\\{self.share}"
+
+    @property
+    def storage(self) -> str:
+        """What this volume stores on: the same key is the same storage (``unc:`` for central storage)."""
+        return storage_key(self.server, self.drive, self.unc)
+
+
+def storage_key(server: str, drive: str, unc: str | None) -> str:
+    """``unc:\\\\nas01\\cctv`` (case-insensitive) for central storage, else ``server:drive``."""
+    return f"unc:{unc.lower()}" if unc else f"{server}:{drive.upper()}"
+
+
+def parse_unc(unc: str) -> tuple[str, str]:
+    """``\\\\host\\share`` → (host, share); raises ``ValueError`` saying what a central storage path looks like."""
+    text = unc.strip().replace("/", "\\")
+    parts = text[2:].split("\\") if text.startswith("\\\\") else []
+    if len(parts) != 2 or not all(parts) or any(c in parts[1] for c in '<>:"|?*'):
+        raise ValueError(f"not a central storage share '{unc}': give \\\\host\\share (e.g. '\\\\nas01\\cctv'; "
+                         "footage goes under its video\\ and meta\\ folders)")
+    return parts[0], parts[1]
+
+
+def normalize_unc(unc: str) -> str:
+    host, share = parse_unc(unc)
+    return f"\\\\{host}\\{share}"
+
+
+def not_on_storage_of(sources: Sequence[ServerVolume], targets: Sequence[ServerVolume]
+                      ) -> tuple[list[ServerVolume], list[ServerVolume]]:
+    """Split source volumes into those to copy from and those that are the same storage as a target volume
+    (central storage both list): footage is never copied onto the storage it comes from."""
+    same = {t.storage for t in targets}
+    keep = [s for s in sources if s.storage not in same]
+    return keep, [s for s in sources if s.storage in same]
 
 
 def volume_access(server: Server, volume: Volume, password: str, *,
                   require_signing: bool | None = None) -> VolumeAccess:
+    """How to reach ``volume``: the server's ``DATAX`` share, or for central storage the NAS share (``unc``)
+    with the server's account (every server listing it must be able to use it)."""
+    host, share = parse_unc(volume.unc) if volume.unc else (server.host, None)
     return VolumeAccess(
-        server=server.name, drive=volume.drive, host=server.host, port=server.smb_port,
+        server=server.name, drive=volume.drive, host=host, port=server.smb_port,
         username=server.smb_username, password=password, local_path=volume.path,
         require_signing=server.smb_signing if require_signing is None else require_signing and server.smb_signing,
+        unc_share=share,
     )
 
 
@@ -55,5 +96,5 @@ def server_volumes(session: Session, password_for: PasswordFor, *, servers: Sequ
             out.append(ServerVolume(server.name, volume.drive,
                                     volume_access(server, volume, passwords[server.name],
                                                   require_signing=require_signing),
-                                    volume.capacity_bytes))
+                                    volume.capacity_bytes, volume.unc))
     return out

@@ -104,10 +104,14 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     if sel.unreachable:
         logger.warning("servers down, their volumes not read (footage there, if any, comes home with a later "
                        "run): %s", ", ".join(sel.unreachable))
-    if sel.no_copy:
+    if sel.no_copy or set(sel.cameras) <= set(sel.central):
         return _without_copy(params, sel, started)
+    central: dict[str, Any] = {}
+    if sel.central:          # these are home already (central storage); the others go through the copy job
+        central = _without_copy(params, sel, started, sorted(sel.central))
+        sel.cameras = [c for c in sel.cameras if c not in sel.central]
     if params.dry_run:
-        return _dry_run(params, sel)
+        return _dry_run(params, sel) | _central_part(central)
     options = JobOptions(delete_source=params.delete_source, verify=params.verify, max_mbps=params.max_mbps,
                          connections=params.connections or load_settings().storage.connections)
     check_cameras_free(swapback.KIND, sel.cameras, sel.home)
@@ -117,7 +121,7 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     ensure_copy_limit()
     try:
         with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
-            return _run(params, sel, options, wording, started)
+            return _run(params, sel, options, wording, started) | _central_part(central)
     except SwapBackError:
         raise
     except Exception as exc:
@@ -127,32 +131,44 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
         raise SwapBackError(message) from exc
 
 
-def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: float) -> dict[str, Any]:
-    """The cameras go home; no footage is copied or deleted (``sel.no_copy`` says why)."""
+def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: float,
+                  cameras: list[str] | None = None) -> dict[str, Any]:
+    """``cameras`` (default: all) go home; no footage is copied or deleted. Why: SAN failover mode is off on the
+    home (``sel.no_copy``: the footage stays where it was recorded), or the footage is on central storage
+    that the home reaches (``sel.central``: it is home already)."""
     logger = get_run_logger()
-    where = "; ".join(f"{cam}: {', '.join(servers)}" for cam, servers in sel.stays.items()) or "none elsewhere"
+    cams = list(cameras if cameras is not None else sel.cameras)
+    if sel.no_copy:
+        why, footage = sel.no_copy, "stays where it was recorded"
+        where = "; ".join(f"{c}: {', '.join(sel.stays[c])}" for c in cams if c in sel.stays) or "none elsewhere"
+        detail = f"Footage recorded elsewhere: {where} (retention, ownership and status keep finding it there)."
+    else:
+        uncs = sorted({sel.central[c] for c in cams})
+        why = (f"their footage is on central storage {', '.join(uncs)}, which {sel.home} and the servers that "
+               "recorded them all reach: there is nothing to copy")
+        footage, detail = "on central storage", "Nothing to bring home: every server records to the same storage."
     result: dict[str, Any] = {
-        "home": sel.home, "cameras": sel.cameras, "job_id": None, "copied": 0, "skipped": 0, "conflicts": 0,
-        "removed": 0, "remaining": 0, "bytes_transferred": 0, "footage": "stays where it was recorded",
-        "why": sel.no_copy, "footage_stays": sel.stays}
+        "home": sel.home, "cameras": cams, "job_id": None, "copied": 0, "skipped": 0, "conflicts": 0,
+        "removed": 0, "remaining": 0, "bytes_transferred": 0, "footage": footage, "why": why,
+        "footage_stays": {c: sel.stays[c] for c in cams if c in sel.stays},
+        "central": {c: sel.central[c] for c in cams if c in sel.central}}
     if params.dry_run:
-        logger.info("dry run: %s would record at %s again; nothing would be copied: %s", ", ".join(sel.cameras),
-                    sel.home, sel.no_copy)
+        logger.info("dry run: %s would record at %s again; nothing would be copied: %s", ", ".join(cams),
+                    sel.home, why)
         return result | {"state": "dry run", "files": 0, "bytes": 0, "per_camera": {}, "unmapped": [],
                          "moves": [{"camera": cam, "records now on": sel.currents.get(cam) or "-",
                                     "would record on": sel.home, "files to copy": 0, "bytes to copy": human_size(0)}
-                                   for cam in sel.cameras]}
-    check_cameras_free(swapback.KIND, sel.cameras, sel.home)
-    moved = move_cameras_home(sel.cameras)
-    ended = end_failover_events(sel.cameras)
-    body = (f"cameras {', '.join(sel.cameras)} record at {sel.home} again; nothing was copied or deleted: "
-            f"{sel.no_copy}. Footage recorded elsewhere: {where} (retention, ownership and status keep finding it "
-            "there).")
+                                   for cam in cams]}
+    check_cameras_free(swapback.KIND, cams, sel.home)
+    moved = move_cameras_home(cams)
+    ended = end_failover_events(cams)
+    body = f"cameras {', '.join(cams)} record at {sel.home} again; nothing was copied or deleted: {why}. {detail}"
     logger.info("%s", body)
-    create_markdown_artifact(f"# Swap-back to {sel.home}: done, footage not copied\n\n{body}",
-                             key=f"swap-back-report-{_key(sel.home)}", description=f"Swap-back to {sel.home}")
-    if params.notify:
-        send_notification(f"swap-back to {sel.home} done: footage stays where it was recorded", body, "success")
+    if cameras is None:
+        create_markdown_artifact(f"# Swap-back to {sel.home}: done, footage not copied\n\n{body}",
+                                 key=f"swap-back-report-{_key(sel.home)}", description=f"Swap-back to {sel.home}")
+        if params.notify:
+            send_notification(f"swap-back to {sel.home} done: nothing to copy", body, "success")
     return result | {"state": "done", "moved_home": [m.camera for m in moved], "failover_ended": ended,
                      "seconds": round(time.monotonic() - started, 3), "message": body}
 
@@ -171,6 +187,13 @@ def _auto_swap_back_due(server: str | None) -> bool:
         return False
     mark_swap_back_started(server, True, "started by the auto swap-back automation")
     return True
+
+
+def _central_part(central: dict[str, Any]) -> dict[str, Any]:
+    """What a mixed swap-back adds to its result for the cameras that were on central storage."""
+    if not central:
+        return {}
+    return {"central": central["central"], "central_why": central["why"]}
 
 
 def _gate(params: SwapBackParams, sel: swapback.Selection, resume: str) -> None:

@@ -17,7 +17,7 @@ from farmkeeper import copyjobs, swapback
 from farmkeeper.errors import InventoryError
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
-from farmkeeper.volumes import ServerVolume
+from farmkeeper.volumes import ServerVolume, not_on_storage_of
 from tasks import events
 from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, send_notification, storage_prefer
 
@@ -86,10 +86,11 @@ def wait_segments_closed(cameras: list[str], servers: list[str], timeout_s: floa
 
 def _scan(cameras: list[str], target: str, sources: list[str]) -> tuple[list[copyjobs.PlannedFile],
                                                                          copyjobs.PlanReport]:
-    target_drives = [sv.drive for sv in farm_volumes([target])]
+    target_vols = farm_volumes([target])
+    target_drives = [sv.drive for sv in target_vols]
     opened: list[tuple[copyjobs.SourceVolume, Volume]] = []
     try:
-        for sv in farm_volumes([s for s in sources if s != target]):
+        for sv in not_on_storage_of(farm_volumes([s for s in sources if s != target]), target_vols)[0]:
             opened.append((copyjobs.SourceVolume(sv.server, sv.drive, sv.label), _open(sv)))
         return copyjobs.scan_sources(opened, cameras, target, target_drives)
     finally:

@@ -11,7 +11,7 @@ from farmkeeper import copyjobs, move, swapback
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.inventory import storage_settings
 from farmkeeper.storage import Space, Volume, open_volume
-from farmkeeper.volumes import ServerVolume
+from farmkeeper.volumes import ServerVolume, not_on_storage_of
 from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, storage_prefer
 
 
@@ -39,7 +39,8 @@ def plan_move(selection: move.MoveSelection, footage: move.Footage) -> move.Move
     on_target: dict[tuple[str, str], int] = {}
     spaces: dict[str, Space | str] = {}
     try:
-        for sv in farm_volumes([s for s in selection.sources if s != selection.target]):
+        for sv in not_on_storage_of(farm_volumes([s for s in selection.sources if s != selection.target]),
+                                    target_vols)[0]:
             opened.append((copyjobs.SourceVolume(sv.server, sv.drive, sv.label), _open(sv)))
         files, scan = copyjobs.scan_sources(opened, selection.cameras, selection.target,
                                             [sv.drive for sv in target_vols])

@@ -43,6 +43,8 @@ def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
                 continue
             vols += server_volumes(session, lambda _s, pw=password: pw, servers=[server.name],
                                    require_signing=load_settings().storage.require_signing)
+    once = core.once_per_storage([(v.server, v.drive, v.unc) for v in vols], ())
+    vols = [v for v in vols if (v.server, v.drive) not in once]
     checks = floors.check_floors(vols, storage, prefer=storage_prefer(), deadline_s=deadline_s)  # type: ignore[arg-type]
     with inventory_session() as session:
         due = floors.to_sweep(session, checks)
@@ -68,15 +70,16 @@ def list_retention_volumes(servers: list[str] | None = None,
         if unknown:
             raise NotFoundError(f"unknown server(s): {', '.join(unknown)}")
         out = []
-        for volume in inventory.list_volumes(session):
-            if servers is not None and volume.server_name not in servers:
-                continue
-            if volumes is not None and f"{volume.server_name}:{volume.drive}" not in volumes:
-                continue
-            server = known[volume.server_name]
-            skip = "server is down" if server.state == ServerState.down else None
-            out.append({"server": volume.server_name, "drive": volume.drive,
-                        "volume": f"\\\\{volume.server_name}\\{volume.share}", "skipped": skip})
+        chosen = [v for v in inventory.list_volumes(session)
+                  if (servers is None or v.server_name in servers)
+                  and (volumes is None or f"{v.server_name}:{v.drive}" in volumes)]
+        down = {name for name, s in known.items() if s.state == ServerState.down}
+        once = core.once_per_storage([(v.server_name, v.drive, v.unc) for v in chosen], down)
+        for volume in chosen:
+            skip = "server is down" if volume.server_name in down else once.get((volume.server_name, volume.drive))
+            label = f"{volume.unc} ({volume.drive}: of {volume.server_name})" if volume.unc \
+                else f"\\\\{volume.server_name}\\{volume.share}"
+            out.append({"server": volume.server_name, "drive": volume.drive, "volume": label, "skipped": skip})
         return out
 
 

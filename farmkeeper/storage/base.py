@@ -64,10 +64,11 @@ class VolumeAccess:
     local_path: str | None = None
     require_signing: bool = True
     encrypt: bool = False
+    unc_share: str | None = None          # central storage: the NAS share (``host`` is the NAS) instead of DATAX
 
     @property
     def share(self) -> str:
-        return share_name(self.drive)
+        return self.unc_share or share_name(self.drive)
 
 
 @dataclass

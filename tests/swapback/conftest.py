@@ -23,6 +23,7 @@ from tests.fixtures.samba import PASSWORD, USERNAME, SambaError, SambaFarm, Samb
 from tests.helpers import START, cli, parse_json, tree_hashes, write_footage  # noqa: F401  (used by the tests here)
 
 PASSWORD_ENV = "FK_SB_SMB_PASSWORD"
+NAS_SHARE = "CCTV"
 NAMES = ("rec1", "spare1", "rec2")
 
 
@@ -36,6 +37,7 @@ def sb_samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaFarm]:
         spare_g = farm.root / farm.servers[1].host / "shares" / "DATAG"
         farm.servers[1].add_share("DATAG", spare_g)
         farm.servers[2].add_share("DATAG", farm.root / farm.servers[2].host / "shares" / "DATAG")
+        farm.servers[2].add_share(NAS_SHARE, farm.root / "nas" / NAS_SHARE)     # central storage (a NAS)
     except SambaError as exc:
         farm.close()
         pytest.fail(f"Samba could not start: {exc}", pytrace=False)
@@ -56,6 +58,15 @@ class SBFarm:
 
     def share(self, name: str, drive: str = "D") -> Path:
         return self.server(name).share_path(f"DATA{drive}")
+
+    @property
+    def nas(self) -> Path:
+        """The central storage's folder (share ``CCTV`` on rec2's Samba, standing in for a NAS)."""
+        return self.samba.servers[2].share_path(NAS_SHARE)
+
+    @property
+    def nas_unc(self) -> str:
+        return f"\\\\{self.samba.servers[2].host}\\{NAS_SHARE}"
 
     def apply(self) -> None:
         self.path.write_text(yaml.safe_dump(self.data, sort_keys=False))
