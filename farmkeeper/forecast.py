@@ -69,6 +69,48 @@ def storage_forecast(session: Session) -> list[dict[str, Any]]:
     return out
 
 
+def storage_summary(session: Session) -> list[dict[str, Any]]:
+    """The seed's Storage Summary, one row per volume, from the last retention sweep of each volume.
+
+    ``total``/``free`` (bytes, as the last sweep saw them), the floors (``min_free``, ``min_free_percent`` and
+    the bytes they reserve on this volume), the oldest footage and the days it holds, against the days
+    configured (the longest age rule of the cameras found there; ``None`` without ``limit_storage_days``).
+    """
+    from farmkeeper.floors import floor_bytes
+
+    storage = inventory.storage_settings(session)
+    swept = {(v.server, v.drive): v for v in session.exec(select(RetentionVolume))}
+    cams: dict[tuple[str, str], list[RetentionCamera]] = defaultdict(list)
+    for row in session.exec(select(RetentionCamera)):
+        cams[(row.server, row.drive)].append(row)
+    now = utcnow()
+    out = []
+    for vol in inventory.list_volumes(session):
+        key = (vol.server_name, vol.drive)
+        state = swept.get(key)
+        total = state.total_bytes if state else None
+        oldest = min((c.oldest_video_at for c in cams[key] if c.oldest_video_at is not None), default=None)
+        rules = [c.rule_days for c in cams[key] if c.rule_days is not None]
+        configured = max(rules) if rules else (storage.default_max_storage_days if storage.limit_storage_days
+                                               else None)
+        floor = floor_bytes(total, storage) if total is not None else None
+        free = state.free_bytes if state else None
+        out.append({
+            "server": vol.server_name, "drive": vol.drive, "unc": vol.unc,
+            "total_bytes": total, "free_bytes": free,
+            "free_percent": round(100 * free / total, 1) if free is not None and total else None,
+            "min_free_bytes": storage.min_free_bytes, "min_free_percent": storage.min_free_percent,
+            "floor_bytes": floor, "below_floor": free is not None and bool(floor) and free < (floor or 0),
+            "footage_files": state.footage_files if state else None,
+            "footage_bytes": state.footage_bytes if state else None,
+            "oldest_footage": oldest.isoformat() if oldest else None,
+            "days_held": _round(max(0.0, (now - oldest).total_seconds() / DAY)) if oldest else None,
+            "days_configured": configured,
+            "swept_at": state.swept_at.isoformat() if state and state.swept_at else None,
+        })
+    return out
+
+
 def _rate(cam: RetentionCamera) -> float:
     if cam.oldest_video_at is None or cam.newest_video_at is None:
         return 0.0

@@ -46,7 +46,8 @@ from farmkeeper.volumes import PasswordFor, volume_access
 log = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".farmkeeper-probe-"
-Status = Literal["ok", "fail", "skip"]
+Status = Literal["ok", "fail", "skip", "warn"]
+FOLDER_LIMIT = 5000          # the seed: "Ideally, no more than 5000 files per folder"
 Prefer = Literal["auto", "local", "smb"]
 
 
@@ -58,6 +59,7 @@ class Requirement(StrEnum):
     credentials = "credentials"
     free_space = "free-space"                  # one per share: "free-space:DATAD"
     clock = "clock"
+    folders = "folders"                        # one per share: "folders:DATAD" (entries per footage folder)
 
 
 def requirement_key(req: Requirement, share: str | None = None) -> str:
@@ -74,6 +76,7 @@ class Finding:
     message: str
     fix: str = ""
     share: str | None = None
+    folders: tuple[tuple[str, int], ...] = ()     # (folder, entries) above FOLDER_LIMIT (requirement folders)
 
     @property
     def ok(self) -> bool:
@@ -117,7 +120,7 @@ class ValidationReport:
         return f"redundancy group {group}: {len(self.failures)} failure(s) on {', '.join(bad)}"
 
     def to_markdown(self) -> str:
-        mark = {"ok": "✅ ok", "fail": "❌ FAIL", "skip": "⏭ not checked"}
+        mark = {"ok": "✅ ok", "fail": "❌ FAIL", "skip": "⏭ not checked", "warn": "⚠ warning"}
         lines = [f"# Farm validation {self.checked_at:%Y-%m-%d %H:%M:%S}Z", "", f"**{self.summary()}**", ""]
         if self.failures:
             lines += ["## Failures and fixes", ""]
@@ -135,6 +138,8 @@ class ValidationReport:
         return {"ok": self.ok, "servers": self.servers, "checked_at": self.checked_at.isoformat(),
                 "summary": self.summary(),
                 "findings": [asdict(f) | {"requirement": f.key, "ok": f.ok} for f in self.findings],
+                "large_folders": [{"server": f.server, "share": f.share, "path": path, "entries": n}
+                                  for f in self.findings for path, n in f.folders],
                 "new_failures": [f"{f.server}/{f.key}" for f in self.new_failures]}
 
 
@@ -232,6 +237,8 @@ class ShareProbe:
     skew_s: float | None = None
     leftover: str | None = None      # probe file that could not be deleted
     aliases: list[str] = field(default_factory=list)  # folders that are another folder by a second name
+    large: list[tuple[str, int]] | None = None     # folders above FOLDER_LIMIT entries (None: not counted)
+    folders_error: str = ""
 
 
 def clock_skew(before: float, after: float, remote: float) -> float:
@@ -243,9 +250,27 @@ def clock_skew(before: float, after: float, remote: float) -> float:
     return 0.0
 
 
-def probe_share(access: VolumeAccess, *, prefer: Prefer = "smb",
-                clock: Callable[[], float] = time.time) -> ShareProbe:
-    """Connect to the share, create, read back and delete a probe file at its root, read free space."""
+def large_folders(vol: Volume, limit: int = FOLDER_LIMIT, prefixes: Sequence[str] = ("video", "meta")
+                  ) -> list[tuple[str, int]]:
+    """Footage folders with more than ``limit`` entries (files and sub-folders), largest first."""
+    files: dict[str, int] = {}
+    children: dict[str, set[str]] = {}
+    for prefix in prefixes:
+        for folder, names in vol.list_files_by_dir(prefix):
+            files[folder] = len(names)
+            path = folder
+            while "/" in path:
+                parent = path.rsplit("/", 1)[0]
+                children.setdefault(parent, set()).add(path)
+                path = parent
+    counts = {f: files.get(f, 0) + len(children.get(f, ())) for f in set(files) | set(children)}
+    return sorted(((f, n) for f, n in counts.items() if n > limit), key=lambda fn: (-fn[1], fn[0]))
+
+
+def probe_share(access: VolumeAccess, *, prefer: Prefer = "smb", clock: Callable[[], float] = time.time,
+                folders: bool = False) -> ShareProbe:
+    """Connect to the share, create, read back and delete a probe file at its root, read free space; with
+    ``folders`` also count the entries of every footage folder (a full listing of ``video/`` and ``meta/``)."""
     res = ShareProbe(access.server, access.drive, access.share, access.username)
     secret = access.password
 
@@ -276,6 +301,11 @@ def probe_share(access: VolumeAccess, *, prefer: Prefer = "smb",
             res.aliases = vol.find_aliases("", depth=3)   # down to video/<camera>/<stream>, meta/<camera>/<day>
         except (FarmkeeperError, OSError) as exc:
             log.warning("cannot look for aliases on %r: %s", vol, scrub(exc))
+        if folders and res.status == "ok":
+            try:
+                res.large = large_folders(vol)
+            except (FarmkeeperError, OSError) as exc:
+                res.folders_error = scrub(exc)
     finally:
         vol.close()
     return res
@@ -395,6 +425,20 @@ def share_findings(server: ServerInfo, probes: Sequence[ShareProbe], *, skew_max
         elif p.space_error:
             out.append(Finding(name, Requirement.free_space, "fail", f"{unc}: free space unreadable: {p.space_error}",
                                f"give {user!r} permission to query volume information on {p.share}", p.share))
+        if p.large:
+            shown = "; ".join(f"{folder} ({n} entries)" for folder, n in p.large[:5])
+            out.append(Finding(name, Requirement.folders, "warn",
+                               f"{unc}: {len(p.large)} footage folder(s) above {FOLDER_LIMIT} entries: {shown}"
+                               + (" ..." if len(p.large) > 5 else ""),
+                               "the seed advises no more than 5000 files per folder: shorter segments or fewer "
+                               "streams per hour folder, or check for files that are not footage", p.share,
+                               tuple(p.large)))
+        elif p.large is not None:
+            out.append(Finding(name, Requirement.folders, "ok", f"{unc}: every footage folder has at most "
+                               f"{FOLDER_LIMIT} entries", share=p.share))
+        elif p.folders_error:
+            out.append(Finding(name, Requirement.folders, "skip", f"{unc}: folders not counted: {p.folders_error}",
+                               share=p.share))
     skews = [p.skew_s for p in probes if p.skew_s is not None]
     if skews:
         skew = max(skews)
@@ -463,8 +507,11 @@ def load_group(session: Session, password_for: PasswordFor,
 
 
 def check_group(group: GroupSnapshot, *, prefer: Prefer = "smb", probe: bool = True,
-                workers: int = 16) -> ValidationReport:
-    """Check a loaded group (no database access: the SMB probes hold no inventory lock)."""
+                workers: int = 16, folders: bool = False) -> ValidationReport:
+    """Check a loaded group (no database access: the SMB probes hold no inventory lock).
+
+    ``folders``: also report footage folders above ``FOLDER_LIMIT`` entries (a full listing of every
+    volume: ``validate`` and ``validate-farm`` do it, the swap-back gate does not)."""
     report = ValidationReport(servers=[s.name for s in group.servers])
     by_server: dict[str, list[Finding]] = {s.name: [] for s in group.servers}
     for f in check_layout({s.name: s.drives for s in group.servers}):
@@ -477,7 +524,7 @@ def check_group(group: GroupSnapshot, *, prefer: Prefer = "smb", probe: bool = T
         if todo:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))),
                                     thread_name_prefix="fk-validate") as pool:
-                futures = [(n, a, pool.submit(probe_share, a, prefer=prefer)) for n, a in todo]
+                futures = [(n, a, pool.submit(probe_share, a, prefer=prefer, folders=folders)) for n, a in todo]
                 for n, a, fut in futures:
                     try:
                         probes[n].append(fut.result())

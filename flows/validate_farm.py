@@ -34,7 +34,7 @@ class ValidateFarmParams(BaseModel):
 def validate_farm(params: ValidateFarmParams = ValidateFarmParams()) -> ValidationReport:
     """Check every SAN failover requirement of the redundancy group and say how to fix each failure."""
     logger = get_run_logger()
-    report = validate_servers(params.servers)
+    report = validate_servers(params.servers, folders=True)
     create_markdown_artifact(report.to_markdown(), key="farm-validation", description=report.summary())
     if params.notify and report.new_failures:
         body = "\n".join([report.summary(), "", *(f"- {f.text()}" for f in report.new_failures)])

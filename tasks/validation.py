@@ -11,7 +11,8 @@ from tasks.common import Tag, inventory_session, retry_transient, server_passwor
 
 @task(name="validate-servers", retries=1, retry_delay_seconds=[5], tags=[Tag.uses_smb, Tag.uses_db],
       cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-def validate_servers(servers: list[str] | None = None, record: bool = True) -> ValidationReport:
+def validate_servers(servers: list[str] | None = None, record: bool = True,
+                     folders: bool = False) -> ValidationReport:
     """Check the group (all servers with volumes, or ``servers``) over SMB; record the last result per check.
 
     The gate of a swap-back: ``validate_servers([home, source]).ok``. With ``record`` the report's
@@ -22,7 +23,7 @@ def validate_servers(servers: list[str] | None = None, record: bool = True) -> V
     # The share check goes over SMB, as the servers reach each other's DATAX shares; only a control plane
     # configured to reach every volume through local mounts (storage.prefer=local, e.g. the demo without
     # Samba) probes those mounts instead.
-    report = check_group(group, prefer="local" if storage_prefer() == "local" else "smb")
+    report = check_group(group, prefer="local" if storage_prefer() == "local" else "smb", folders=folders)
     if record:
         with inventory_session() as session:
             record_findings(session, report)

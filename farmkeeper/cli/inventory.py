@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -85,9 +86,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     with db_session() as session:
         data = farm_status(session)
         if storage:
-            from farmkeeper.forecast import storage_forecast
+            from farmkeeper.forecast import storage_forecast, storage_summary
 
             data["storage"] = storage_forecast(session)
+            data["storage_summary"] = storage_summary(session)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
@@ -115,6 +117,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if data["copy_jobs"]:
         _print_copy_jobs(data["copy_jobs"])
     if storage:
+        _print_summary(data["storage_summary"])
         _print_forecast(data["storage"])
 
 
@@ -131,6 +134,28 @@ def _print_copy_jobs(jobs: list[dict[str, object]]) -> None:
                       str(job["target"]), ProgressBar(total=total, completed=done, width=30),
                       f"{job['files_done']}/{job['files_total']}",
                       f"{human_size(done)} / {human_size(int(str(job['bytes_total'])))}")
+    console.print(table)
+
+
+def _print_summary(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Storage Summary", caption="as the last retention sweep of each volume saw it")
+    for column in ("volume", "total", "free", "floors", "oldest footage", "days held / configured", "swept"):
+        table.add_column(column)
+
+    def size(n: Any) -> str:
+        return "-" if n is None else human_size(int(n))
+
+    for r in rows:
+        label = r["unc"] or f"\\\\{r['server']}\\DATA{r['drive']}"
+        free = size(r["free_bytes"]) + (f" ({r['free_percent']}%)" if r["free_percent"] is not None else "")
+        if r["below_floor"]:
+            free = f"[red]{free} below floor[/red]"
+        floors = f"{size(r['min_free_bytes'])}, {r['min_free_percent']:g}% -> {size(r['floor_bytes'])}"
+        held = "-" if r["days_held"] is None else f"{r['days_held']:g}"
+        configured = "no limit" if r["days_configured"] is None else str(r["days_configured"])
+        table.add_row(f"{label} ({r['server']} {r['drive']}:)" if r["unc"] else label, size(r["total_bytes"]), free,
+                      floors, (r["oldest_footage"] or "-")[:16], f"{held} / {configured}",
+                      (r["swept_at"] or "never")[:16])
     console.print(table)
 
 

@@ -26,12 +26,14 @@ def _password(server: Server) -> str:
 
 
 def _print_report(report: ValidationReport) -> None:
-    style = {"ok": "[green]ok[/green]", "fail": "[red]FAIL[/red]", "skip": "[dim]skipped[/dim]"}
+    style = {"ok": "[green]ok[/green]", "fail": "[red]FAIL[/red]", "skip": "[dim]skipped[/dim]",
+             "warn": "[yellow]warning[/yellow]"}
     table = Table(title="SAN failover requirements")
     for column in ("server", "requirement", "result", "detail", "fix"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
-        table.add_row(f.server, f.key, style[f.status], escape(f.message), escape(f.fix if f.status == "fail" else ""))
+        table.add_row(f.server, f.key, style[f.status], escape(f.message),
+                      escape(f.fix if f.status in ("fail", "warn") else ""))
     console.print(table)
     colour = "green" if report.ok else "red"
     console.print(f"[{colour}]{escape(report.summary())}[/{colour}]")
@@ -52,7 +54,8 @@ def validate(server: list[str] = typer.Option(None, "--server", "-s",
     with db_session() as session:
         group = load_group(session, _password, server or None)
     with user_errors():
-        report = check_group(group, prefer="local" if load_settings().storage.prefer == "local" else "smb")
+        report = check_group(group, prefer="local" if load_settings().storage.prefer == "local" else "smb",
+                             folders=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -11,9 +11,11 @@ import pytest
 from sqlmodel import select
 
 from farmkeeper.db import get_engine, session_scope
+from farmkeeper.layout import parse_footage
 from farmkeeper.models import DeletionAudit
 from flows.health_check import HealthCheckParams, health_check
 from flows.retention_sweep import join_floor_sweeps, sweep_floors
+from tests.helpers import cli, parse_json
 from tests.retention.conftest import RetentionFarm
 from tests.retention.helpers import days_back, files_under, write
 
@@ -52,6 +54,20 @@ def test_volume_below_its_floor_is_swept_by_the_floor_step(retention_farm: Reten
     gone = set(paths) - files_under(tmpfs_volume)
     assert gone and rules() == {"min_free"}
     assert sweep_floors()["below"] == []
+
+    # the seed's Storage Summary per volume: total, free, floors, oldest footage, days held vs configured
+    code, out = cli("status", "--storage", "--json")
+    assert code == 0, out
+    summary = {(r["server"], r["drive"]): r for r in parse_json(out)["storage_summary"]}
+    d = summary[("rec1", "D")]
+    assert d["total_bytes"] == 16 * 2**20 and d["free_bytes"] >= FLOOR and d["floor_bytes"] == FLOOR
+    assert d["min_free_bytes"] == FLOOR and not d["below_floor"] and d["days_configured"] is None
+    oldest = min(parse_footage(p).timestamp for p in set(paths) - gone)
+    assert d["oldest_footage"] == datetime.fromtimestamp(oldest, UTC).isoformat()
+    assert 0 < d["days_held"] <= 6 and d["swept_at"] is not None
+    assert summary[("rec1", "E")]["swept_at"] is None                 # never swept: nothing made up
+    code, out = cli("status", "--storage")
+    assert code == 0 and "Storage Summary" in out
 
 
 def test_a_blocked_floor_alerts_at_once_and_is_not_swept_again_and_again(

@@ -1,4 +1,4 @@
-"""Central storage (a NAS share every server lists, ``unc``): one storage for swap-back, retention, ownership, validation.
+"""Central storage (a NAS share several servers list, ``unc``) is one storage: swap-back, retention, ownership.
 
 The NAS is a Samba share ``\\\\127.0.0.62\\CCTV``; every server lists it as its N: volume next to its own D:.
 """
