@@ -19,9 +19,10 @@ import pandas as pd
 from sqlmodel import Session, col, delete, select
 
 from farmkeeper import inventory
-from farmkeeper.errors import FarmkeeperError
+from farmkeeper.errors import FarmkeeperError, SpecError
 from farmkeeper.layout import CAMERA_ID_RE, VIDEO
 from farmkeeper.models import Camera, OwnershipChange, OwnershipCount, PinReason, utcnow
+from farmkeeper.specs import StoragePathList
 from farmkeeper.storage import open_volume
 from farmkeeper.volumes import ServerVolume
 
@@ -112,6 +113,28 @@ def count_footage(volumes: Sequence[ServerVolume], *, prefer: Prefer = "auto", c
         result.frame = pd.concat(frames, ignore_index=True)
     result.seconds = time.monotonic() - started
     return result
+
+
+def read_drives(cameras: Iterable[Camera]) -> dict[str, str]:
+    """Camera → the drive of its read path, for cameras writing to several paths (``'D:\\Data;*E:\\Data'``)."""
+    out: dict[str, str] = {}
+    for cam in cameras:
+        if cam.storage_path and ";" in cam.storage_path:
+            try:
+                out[cam.id] = StoragePathList.parse(cam.storage_path).read_path.drive.upper()
+            except SpecError:
+                continue
+    return out
+
+
+def on_read_paths(frame: pd.DataFrame, read: Mapping[str, str]) -> pd.DataFrame:
+    """Only the rows of a camera's read path, for cameras in ``read``: the copies on its other write paths
+    (redundant availability writes every recording to all of them) are not counted twice."""
+    if not len(frame) or not read:
+        return frame
+    want = frame["camera"].map(read)
+    keep = want.isna() | (frame["drive"].str.upper() == want)
+    return frame[keep]
 
 
 def totals_by_camera(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -270,7 +293,7 @@ def apply_ownership(session: Session, result: CountResult, *, dry_run: bool = Fa
     if not dry_run:
         query = query.with_for_update()
     cameras = list(session.exec(query).all())
-    totals = result.totals()
+    totals = totals_by_camera(on_read_paths(result.frame, read_drives(cameras)))
     decisions = plan_ownership(cameras, totals, servers=result.counted, margin=margin,
                                unknown=result.errors)
     known_ids = {c.id for c in cameras}
@@ -400,7 +423,7 @@ def explain_camera(session: Session, camera_id: str, fresh: CountResult | None =
     margin = inventory.farm_settings(session).ownership_margin
     servers = [s.name for s in inventory.list_servers(session)]
     if fresh is not None:
-        per_server = summarize(fresh.frame, camera_id).get(camera_id, {})
+        per_server = summarize(on_read_paths(fresh.frame, read_drives([cam])), camera_id).get(camera_id, {})
         counted = fresh.counted
         unknown = dict(fresh.errors)
         source = "fresh count"
