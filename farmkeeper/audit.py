@@ -32,6 +32,7 @@ from typing import Final
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from farmkeeper import hooks
 from farmkeeper.models import DeletionAudit, utcnow
 from farmkeeper.storage.base import Volume, check_deletable
 
@@ -107,6 +108,7 @@ def audited_delete(volume: Volume, doomed: Iterable[Doomed], *, sessions: Sessio
             if before_chunk is not None:
                 before_chunk(session)
             _write_pending(session, part, owner=owner, server=server, drive=drive)
+        hooks.reached("audit.pending-written", owner=owner, server=server, drive=drive, paths=paths)
         outcome = volume.delete_files(paths, prune_dirs=prune_dirs)
         missing = set(outcome.missing_paths)
         with sessions() as session:

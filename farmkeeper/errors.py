@@ -135,7 +135,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, StorageError):
         return exc.transient
     if isinstance(exc, FarmkeeperError):
-        return False
+        return getattr(exc, "transient", False) is True   # e.g. footage another flow holds for seconds
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError | sa_exc.InterfaceError):

@@ -427,3 +427,21 @@ class MetricCounter(SQLModel, table=True):
     label: str = Field(default="", primary_key=True, max_length=64)
     value: float = 0.0
     updated_at: datetime | None = _ts()
+
+
+class FootageClaim(SQLModel, table=True):
+    """One flow at a time acts on a camera's footage on a volume: the claim of (camera, server, drive).
+
+    ``owner`` is the run holding it (``retention-<run>``, ``copy-job-<id>``); ``host``/``pid`` say which
+    process works for it and ``until`` how long its lease runs (see ``farmkeeper.claims``).
+    """
+
+    __tablename__ = "footage_claim"
+    camera_id: str = Field(primary_key=True, max_length=64)
+    server: str = Field(primary_key=True, max_length=64)
+    drive: str = Field(primary_key=True, max_length=1)
+    owner: str = Field(index=True)
+    host: str
+    pid: int
+    claimed_at: datetime = _ts(nullable=False)
+    until: datetime = _ts(nullable=False)

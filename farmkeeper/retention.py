@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from farmkeeper import audit
+from farmkeeper import audit, claims, hooks
 from farmkeeper.copyjobs.states import ACTIVE
 from farmkeeper.errors import SpecError
 from farmkeeper.layout import FOOTAGE_RE
@@ -647,6 +647,8 @@ class Execution:
     failed: dict[str, str] = field(default_factory=dict)
     pruned_dirs: int = 0
     reconciled: int = 0
+    claimed: int = 0                       # files kept: another flow claimed their camera, or a copy job uses them
+    claimed_by: set[str] = field(default_factory=set)
 
     @property
     def files(self) -> int:
@@ -657,34 +659,78 @@ class Execution:
         return sum(v["bytes"] for v in self.deleted.values())
 
 
-def reconcile_pending(session: Session, server: str, drive: str, listing: Listing) -> int:
-    """Settle audit rows an interrupted sweep left ``pending`` (``audit.reconcile_pending`` over the listing)."""
+def reconcile_pending(session: Session, server: str, drive: str, listing: Listing, *, owner: str | None = None) -> int:
+    """Settle audit rows an interrupted run left ``pending`` (``audit.reconcile_pending`` over the listing).
+
+    With ``owner``: only that owner's rows and those of owners whose claims are no longer live (a running
+    copy job's rows are its own to settle, ``claims.settleable``).
+    """
     def exists(paths: Sequence[str]) -> set[str]:
         relpaths = listing.frame["relpath"]
         return set(relpaths[relpaths.isin(list(paths))])
-    return audit.reconcile_pending(session, server, drive, exists)
+    may_settle = claims.settleable(session, owner) if owner is not None else None
+    return audit.reconcile_pending(session, server, drive, exists, may_settle=may_settle)
+
+
+def claim_batch(sessions: SessionFactory, owner: claims.Owner, plan: VolumePlan, batch: pd.DataFrame,
+                result: Execution) -> pd.DataFrame:
+    """Right before a batch is deleted: take the claims of its cameras on this volume, then read the protected
+    set again under them; returns the batch without the files of cameras another flow claimed and without
+    the files a copy job reads or writes now (the plan's view of them may be minutes old)."""
+    hooks.reached("retention.before-claim", server=plan.server, drive=plan.drive, paths=list(batch["relpath"]))
+    cams = sorted({str(c) for c in batch["camera"]})
+    with sessions() as session:
+        busy = claims.take(session, owner, [(c, plan.server, plan.drive) for c in cams])
+        protected = in_flight_paths(session, plan.server, plan.drive)
+    by_claim = batch["camera"].astype(str).isin([c for c, _s, _d in busy])
+    in_use = batch["relpath"].isin(protected) & ~by_claim
+    blocked = by_claim | in_use
+    if blocked.any():
+        result.claimed += int(blocked.sum())
+        result.claimed_by |= set(busy.values()) | ({"a running copy job"} if in_use.any() else set())
+        log.info("%s: %d files kept: their cameras are claimed by %s", plan.label, int(blocked.sum()),
+                 ", ".join(sorted(set(busy.values()))) or "a running copy job")
+    hooks.reached("retention.batch-claimed", server=plan.server, drive=plan.drive, owner=owner.id)
+    return batch[~blocked]
 
 
 def execute_plan(volume: Volume, plan: VolumePlan, *, sessions: SessionFactory, run_id: str,
                  batch_size: int = 2000, on_batch: Callable[[Execution], None] | None = None) -> Execution:
-    """Carry out a plan in batches through the audited delete (``audit.audited_delete``, owner ``run_id``)."""
+    """Carry out a plan in batches through the audited delete (``audit.audited_delete``, owner ``run_id``).
+
+    Each batch is deleted under the claims of its cameras on the volume (owner ``run_id``, released after
+    the batch), with the protected set read again right before (``claim_batch``).
+    """
     result = Execution()
+    owner = claims.Owner.here(run_id)
     for batch in plan.batches(batch_size):
-        doomed = [audit.Doomed(p, int(s), r, str(c))
-                  for p, s, r, c in zip(batch["relpath"], batch["size"], batch["rule"], batch["camera"], strict=True)]
-        outcome = audit.audited_delete(volume, doomed, sessions=sessions, owner=run_id, server=plan.server,
-                                       drive=plan.drive, chunk=max(1, len(doomed)))
-        ok = ~batch["relpath"].isin(list(outcome.failed)) if outcome.failed else None
-        done = batch[ok] if ok is not None else batch
-        for rule_name, group in done.groupby("rule"):
-            result.deleted[str(rule_name)]["files"] += len(group)
-            result.deleted[str(rule_name)]["bytes"] += int(group["size"].sum())
-        result.missing += len(outcome.missing)
-        result.failed.update(outcome.failed)
-        result.pruned_dirs += outcome.pruned_dirs
+        batch = claim_batch(sessions, owner, plan, batch, result)
+        try:
+            if not batch.empty:
+                _delete_batch(volume, plan, batch, sessions=sessions, run_id=run_id, result=result)
+        finally:
+            with sessions() as session:
+                claims.release(session, run_id)
         if on_batch is not None:
             on_batch(result)
     return result
+
+
+def _delete_batch(volume: Volume, plan: VolumePlan, batch: pd.DataFrame, *, sessions: SessionFactory, run_id: str,
+                  result: Execution) -> None:
+    """One batch through the one audited delete (rows ``pending`` first, each settled to its true outcome)."""
+    doomed = [audit.Doomed(p, int(s), r, str(c))
+              for p, s, r, c in zip(batch["relpath"], batch["size"], batch["rule"], batch["camera"], strict=True)]
+    outcome = audit.audited_delete(volume, doomed, sessions=sessions, owner=run_id, server=plan.server,
+                                   drive=plan.drive, chunk=max(1, len(doomed)))
+    ok = ~batch["relpath"].isin(list(outcome.failed)) if outcome.failed else None
+    done = batch[ok] if ok is not None else batch
+    for rule_name, group in done.groupby("rule"):
+        result.deleted[str(rule_name)]["files"] += len(group)
+        result.deleted[str(rule_name)]["bytes"] += int(group["size"].sum())
+    result.missing += len(outcome.missing)
+    result.failed.update(outcome.failed)
+    result.pruned_dirs += outcome.pruned_dirs
 
 
 # --- state: lease, last sweep, shortfalls --------------------------------------------------------

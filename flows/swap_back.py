@@ -29,7 +29,15 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
 from farmkeeper import swapback
-from farmkeeper.copyjobs import JobOptions, PlanReport, RunWording, blocked_cameras, job_report
+from farmkeeper.copyjobs import (
+    CameraBusyError,
+    JobOptions,
+    PlanReport,
+    RunWording,
+    blocked_cameras,
+    doing,
+    job_report,
+)
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
@@ -114,7 +122,10 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
         return _dry_run(params, sel) | _central_part(central)
     options = JobOptions(delete_source=params.delete_source, verify=params.verify, max_mbps=params.max_mbps,
                          connections=params.connections or load_settings().storage.connections)
-    check_cameras_free(swapback.KIND, sel.cameras, sel.home)
+    try:
+        check_cameras_free(swapback.KIND, sel.cameras, sel.home)
+    except CameraBusyError as exc:
+        raise _busy(params, sel, exc) from None
     _gate(params, sel, resume)
     wording = RunWording(f"swap-back to {sel.home}", "at home", resume, rerun="re-run",
                          still_open="copy them with a later run")
@@ -124,11 +135,24 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
             return _run(params, sel, options, wording, started) | _central_part(central)
     except SwapBackError:
         raise
+    except CameraBusyError as exc:   # another run claimed the cameras between the check and this run's claim
+        raise _busy(params, sel, exc) from None
     except Exception as exc:
         message = wording.crashed(exc)
         if params.notify:
             send_notification(f"{wording.what} FAILED", message, "failure")
         raise SwapBackError(message) from exc
+
+
+def _busy(params: SwapBackParams, sel: swapback.Selection, exc: CameraBusyError) -> SwapBackError:
+    """A refusal, not a failure: another live copy job has the cameras; nothing was moved, copied or deleted."""
+    message = (f"swap-back to {sel.home} not started: {exc}. Nothing was moved, copied or deleted by this run.")
+    get_run_logger().warning("%s", message)
+    if params.notify:
+        by = f" by job #{exc.job_id}" if exc.job_id is not None else ""
+        send_notification(f"swap-back to {sel.home} not started: already being {doing(exc.kind or 'swap-back')}{by}",
+                          message, "info")
+    return SwapBackError(message)
 
 
 def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: float,

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from farmkeeper import copyjobs, swapback
 from farmkeeper.errors import InventoryError
+from farmkeeper.models import utcnow
 from farmkeeper.specs import human_size
 from farmkeeper.storage import Volume, open_volume
 from farmkeeper.volumes import ServerVolume, not_on_storage_of
@@ -111,10 +112,12 @@ def plan_copy_job(kind: str, cameras: list[str], target: str, sources: list[str]
                   flow_run_id: str | None = None) -> copyjobs.PlanReport:
     """Scan the sources, then claim (resume or create) the job and record its items in one short transaction."""
     logger = get_run_logger()
+    scanned_at = utcnow()
     files, scan = _scan(cameras, target, sources)
-    with inventory_session() as session:
+    volumes = sorted({(sv.server, sv.drive.upper()) for sv in farm_volumes(sorted({target, *sources}))})
+    with inventory_session() as session:   # the job, its footage claims (all or none) and its items at once
         job, resumed = copyjobs.claim_job(session, kind=kind, cameras=cameras, target=target, options=options,
-                                          flow_run_id=flow_run_id)
+                                          flow_run_id=flow_run_id, volumes=volumes, scanned_at=scanned_at)
         report = copyjobs.plan_job(session, job, files, scan)
     logger.info("copy job #%s (%s): %d files, %d new, %d to do, %s", report.job_id,
                 "resumed" if resumed else "new", report.files, report.new_files, report.todo_files,

@@ -110,7 +110,7 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
             listed_s = time.monotonic() - started
             if not dry_run:
                 with inventory_session() as session:
-                    settled = core.reconcile_pending(session, server, drive, listing)
+                    settled = core.reconcile_pending(session, server, drive, listing, owner=run_id)
                 if settled:
                     logger.info("%s: settled %d audit rows left pending by an interrupted sweep",
                                 f"\\\\{server}\\DATA{drive}", settled)
@@ -144,6 +144,7 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
     report |= {
         "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
         "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
+        "kept_claimed": done.claimed, "claimed_by": sorted(done.claimed_by),
         "free_after": after.free, "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
         "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
         "elapsed_s": round(time.monotonic() - started, 3),

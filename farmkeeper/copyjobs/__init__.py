@@ -53,18 +53,21 @@ from farmkeeper.copyjobs.states import (
     TODO,
     UNFINISHED,
     CameraBusyError,
+    FootageBusyError,
     JobGoneError,
     JobOptions,
     SessionFactory,
     Verify,
     busy_message,
     check_cameras_free,
+    doing,
+    job_owner,
     live_jobs,
 )
 
 __all__ = ["ACTIVE", "COPIED", "DELETE_CHUNK", "FINISHED", "STALE_AFTER_S", "TODO", "UNFINISHED", "BatchKey",
-           "BatchResult", "CameraBusyError", "CameraSummary", "JobGoneError", "JobOptions", "JobProgress",
-           "JobReport", "JobSummary", "PlanReport", "PlannedFile", "RunWording", "SessionFactory", "SourceVolume",
-           "Verify", "audit_owner", "blocked_cameras", "busy_message", "camera_files", "check_cameras_free",
-           "claim_job", "duration_text", "fail_job", "finish_job", "job_report", "job_summary", "live_jobs", "plan_job",
-           "run_batch", "scan_sources", "touch_job"]
+           "BatchResult", "CameraBusyError", "CameraSummary", "FootageBusyError", "JobGoneError", "JobOptions",
+           "JobProgress", "JobReport", "JobSummary", "PlanReport", "PlannedFile", "RunWording", "SessionFactory",
+           "SourceVolume", "Verify", "audit_owner", "blocked_cameras", "busy_message", "camera_files",
+           "check_cameras_free", "claim_job", "doing", "duration_text", "fail_job", "finish_job", "job_owner",
+           "job_report", "job_summary", "live_jobs", "plan_job", "run_batch", "scan_sources", "touch_job"]

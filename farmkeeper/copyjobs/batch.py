@@ -17,7 +17,14 @@ from farmkeeper import audit
 from farmkeeper.copyjobs.claim import touch_job
 from farmkeeper.copyjobs.plan import BatchKey
 from farmkeeper.copyjobs.report import duration_text
-from farmkeeper.copyjobs.states import COPIED, TODO, JobOptions, SessionFactory, refresh_counters, select_items
+from farmkeeper.copyjobs.states import (
+    COPIED,
+    TODO,
+    JobOptions,
+    SessionFactory,
+    refresh_counters,
+    select_items,
+)
 from farmkeeper.errors import StorageError
 from farmkeeper.models import CopyItem, CopyItemState, CopyJob, utcnow
 from farmkeeper.samestorage import prove_distinct

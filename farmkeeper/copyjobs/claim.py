@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from farmkeeper import inventory
+from farmkeeper import claims, hooks, inventory
 from farmkeeper.copyjobs.states import (
     ACTIVE,
     UNFINISHED,
+    FootageBusyError,
     JobGoneError,
     JobOptions,
     check_cameras_free,
+    job_owner,
     owner,
     owner_alive,
 )
 from farmkeeper.errors import InventoryError
-from farmkeeper.models import CopyItem, CopyItemState, CopyJob, CopyJobState, utcnow
+from farmkeeper.models import CopyItem, CopyItemState, CopyJob, CopyJobState, DeletionAudit, utcnow
 
 
 def claim_job(session: Session, *, kind: str, cameras: Sequence[str], target: str, options: JobOptions,
-              flow_run_id: str | None = None) -> tuple[CopyJob, bool]:
+              flow_run_id: str | None = None, volumes: Sequence[tuple[str, str]] = (),
+              scanned_at: datetime | None = None) -> tuple[CopyJob, bool]:
     """Resume the unfinished job of (kind, cameras, target) or create one; returns (job, resumed).
 
     Locks the camera rows (sorted, so two claims never deadlock), then refuses with ``CameraBusyError``
@@ -69,7 +73,35 @@ def claim_job(session: Session, *, kind: str, cameras: Sequence[str], target: st
                       target=target, params=params, flow_run_id=flow_run_id)
     session.add(job)
     session.flush()
+    claim_footage(session, job, volumes, scanned_at)
     return job, resumed is not None
+
+
+def claim_footage(session: Session, job: CopyJob, volumes: Sequence[tuple[str, str]],
+                  scanned_at: datetime | None) -> None:
+    """Take the claims of the job's cameras on ``volumes`` (server, drive) for the whole job, all or none.
+
+    Refuses with ``FootageBusyError`` (the transaction, job included, rolls back; a retry rescans) when a
+    retention sweep holds one of them now, or deleted footage of the cameras there since ``scanned_at``
+    (the scan the plan comes from would be stale).
+    """
+    keys = [(cam, server, drive.upper()) for cam in job.cameras for server, drive in volumes]
+    me = claims.Owner.here(job_owner(job.id))
+    busy = claims.take(session, me, keys)
+    hooks.reached("copyjob.footage-claimed", job_id=job.id, busy=busy)
+    if busy:
+        (cam, server, drive), other = next(iter(sorted(busy.items())))
+        raise FootageBusyError(f"footage of {cam} on \\\\{server}\\DATA{drive} is being deleted by {other}; "
+                               "the copy job waits for it and scans again")
+    if scanned_at is not None and keys:
+        audit = DeletionAudit.__table__  # type: ignore[attr-defined]
+        changed = session.execute(sa.select(audit.c.server, audit.c.drive, audit.c.camera_id).where(
+            audit.c.at >= scanned_at, audit.c.camera_id.in_(list(job.cameras)),
+            sa.or_(audit.c.run_id.is_(None), audit.c.run_id != me.id)).limit(50)).all()
+        hit = next(((s, d, c) for s, d, c in changed if (c, s, d) in set(keys)), None)
+        if hit is not None:
+            raise FootageBusyError(f"footage of {hit[2]} on \\\\{hit[0]}\\DATA{hit[1]} was deleted during the "
+                                   "scan; the copy job scans again")
 
 
 def touch_job(session: Session, job_id: int) -> None:
@@ -82,4 +114,5 @@ def touch_job(session: Session, job_id: int) -> None:
         raise JobGoneError(f"copy job #{job_id} was taken over by another run ({holder.get('host')})")
     job.updated_at = utcnow()
     session.add(job)
+    claims.renew(session, claims.Owner.here(job_owner(job_id)))
 

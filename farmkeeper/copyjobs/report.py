@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col
 
-from farmkeeper.copyjobs.states import ACTIVE, COPIED, FINISHED, refresh_counters, select_items
+from farmkeeper import claims
+from farmkeeper.copyjobs.states import ACTIVE, COPIED, FINISHED, job_owner, refresh_counters, select_items
 from farmkeeper.errors import InventoryError
 from farmkeeper.models import CopyItem, CopyItemState, CopyJob, CopyJobState, utcnow
 from farmkeeper.specs import human_size
@@ -107,6 +108,7 @@ def finish_job(session: Session, job_id: int, *, error: str | None = None) -> Jo
         job.error = f"{error}; {left}" if error else left
     job.updated_at = now
     session.add(job)
+    claims.release(session, job_owner(job_id))
     session.flush()
     summary.state, summary.error = job.state, job.error
     return summary
@@ -118,6 +120,7 @@ def fail_job(session: Session, job_id: int, error: str) -> None:
     if job is not None and job.state in ACTIVE:
         job.state, job.error, job.updated_at = CopyJobState.failed, error[:2000], utcnow()
         session.add(job)
+    claims.release(session, job_owner(job_id))
 
 
 def duration_text(seconds: float) -> str:

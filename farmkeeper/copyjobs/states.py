@@ -32,7 +32,30 @@ STALE_AFTER_S = 90.0          # a running job whose owner has not touched it for
 
 
 class CameraBusyError(InventoryError):
-    """A camera already belongs to another live copy job."""
+    """A camera already belongs to another live copy job (``job_id``, ``kind``): the run is refused, not failed."""
+
+    def __init__(self, message: str, job_id: int | None = None, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id, self.kind = job_id, kind
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep pickling (Prefect task results) working
+        return (type(self), (str(self), self.job_id, self.kind))
+
+
+def doing(kind: str) -> str:
+    """What a copy job of ``kind`` is doing to its cameras, for messages: "swapped back", "moved"."""
+    return {"swap-back": "swapped back", "move": "moved"}.get(kind, f"copied ({kind})")
+
+
+class FootageBusyError(InventoryError):
+    """Another flow (a retention sweep) holds or just changed a camera's footage on a volume: retry in seconds."""
+
+    transient = True
+
+
+def job_owner(job_id: int | None) -> str:
+    """The owner of a copy job's footage claims and of its deletion audit rows."""
+    return f"copy-job-{job_id}"
 
 
 class JobGoneError(InventoryError):
@@ -96,9 +119,9 @@ def live_jobs(session: Session, cameras: Iterable[str] | None = None) -> list[Co
 
 def busy_message(job: CopyJob, cameras: Iterable[str]) -> str:
     both = sorted(set(cameras) & set(job.cameras))
-    return (f"camera{'s' if len(both) != 1 else ''} {', '.join(both)} already in copy job #{job.id} "
-            f"({job.kind} to {job.target}, {job.state.value}, {job.files_done}/{job.files_total} files); "
-            "a camera is never in two copy jobs: wait for it to finish (`farmkeeper status`) or re-run that job")
+    return (f"camera{'s' if len(both) != 1 else ''} {', '.join(both)} already being {doing(job.kind)} by job "
+            f"#{job.id} (to {job.target}, {job.state.value}, {job.files_done}/{job.files_total} files); "
+            "a camera is never in two copy jobs: wait for it to finish (`farmkeeper status`)")
 
 
 def check_cameras_free(session: Session, cameras: Sequence[str], *, kind: str, target: str) -> None:
@@ -106,7 +129,7 @@ def check_cameras_free(session: Session, cameras: Sequence[str], *, kind: str, t
     for job in live_jobs(session, cameras):
         same = job.kind == kind and job.target == target and set(job.cameras) == set(cameras)
         if not same or owner_alive(job, utcnow()) and job.state == CopyJobState.running:
-            raise CameraBusyError(busy_message(job, cameras))
+            raise CameraBusyError(busy_message(job, cameras), job.id, job.kind)
 
 
 

@@ -48,10 +48,13 @@ def inv(request: pytest.FixtureRequest, sqlite_url: str, monkeypatch: pytest.Mon
 
 
 def farm_data(tmp_path: Path, *, master: str = "rec1", notify: list[str] | None = None,
-              servers: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+              servers: list[tuple[str, str]] | None = None, keep_days: int | None = None) -> dict[str, Any]:
+    storage: dict[str, Any] = {"default_path": "D:\\Data"}
+    if keep_days is not None:
+        storage |= {"limit_storage_days": True, "default_max_storage_days": keep_days}
     data: dict[str, Any] = {"farm": {"name": "concur", "down_after": "5s", "health_interval": "1s",
                                      "notify": notify or []},
-                            "storage": {"default_path": "D:\\Data"}, "servers": [], "cameras": CAMERAS}
+                            "storage": storage, "servers": [], "cameras": CAMERAS}
     for i, (name, role) in enumerate(servers or SERVERS):
         vol = tmp_path / "vol" / name / "D"
         vol.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,7 @@ def test_camera_in_a_live_job_is_refused(prefect_api: None, make_farm: Callable[
                             params={"owner": {"host": "another-worker", "pid": 1}}))
     code, out = cli("swap-back", "--camera", "cam-a")
     assert code == 1
-    assert "cam-a already in copy job #1" in " ".join(out.split())
+    assert "cam-a already being moved by job #1" in " ".join(out.split())
     assert _camera("cam-a").current == "spare1"               # nothing moved
 
 
