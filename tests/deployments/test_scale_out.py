@@ -1,13 +1,15 @@
 """Scale-out: a Prefect server on PostgreSQL, the work pool, `prefect deploy --all` from prefect.yaml, two
 `prefect worker` processes, and health-check, failover and swap-back run through them against an inventory
-on PostgreSQL. Two health-check watch runs on two workers sweep the same farm at once: every transition and
-every camera move is recorded exactly once (no lost or doubled updates).
+on PostgreSQL. Two health-check watch runs on two workers: the one holding the watch lease sweeps; killing
+its worker (and flow-run process), the other sweeps within 15 s and marks the dead run crashed. Every
+transition and every camera move is recorded exactly once (no lost or doubled updates).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,9 +28,27 @@ from farmkeeper.farmfile import apply_farm_file, parse_farm_file
 from farmkeeper.layout import video_path
 from farmkeeper.models import CameraState, FailoverEvent, Role, ServerEvent, ServerState
 from farmkeeper.sim.samba import SambaFarm
+from farmkeeper.watch import lease_holder
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.samba import running
 from tests.helpers import wait_for
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +146,7 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
                                 lambda: (lambda s: s if s is not None and s.is_final() else None)(
                                     client.read_flow_run(run_id).state), timeout)
 
-            watches = [start("health-check", {"watch_for": 75}) for _ in range(2)]
+            watches = [start("health-check", {"watch_for": 120}) for _ in range(2)]
 
             def servers() -> dict[str, Any]:
                 with session_scope(engine) as s:
@@ -139,6 +159,26 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             wait_for("both health-check runs running",
                      lambda: all(client.read_flow_run(w.id).state.is_running() for w in watches), 90)
             wait_for("all servers up", lambda: all(s.state == ServerState.up for s in servers().values()), 60)
+
+            # one watch run sweeps (it holds the lease), the other stands by: kill the watching worker
+            def lease() -> Any:
+                with session_scope(engine) as s:
+                    return lease_holder(s)
+
+            held = wait_for("a watch run holds the lease", lambda: (lambda h: h if h and h.flow_run_id else None)(
+                lease()), 60)
+            run_pid = int(held.holder.split(":")[1])
+            worker = next(p for p in procs if run_pid in _descendants(p.pid))
+            os.kill(run_pid, signal.SIGKILL)
+            worker.kill()
+            killed = datetime.now(UTC)
+            taken = wait_for("the other worker's watch run sweeps within 15 s",
+                             lambda: (lambda h: h if h and h.holder != held.holder else None)(lease()), 15)
+            wait_for("the new holder probes", lambda: min(s.probed_at for s in servers().values()) > killed, 60)
+            assert taken.flow_run_id != held.flow_run_id
+            dead_watch = next(w for w in watches if str(w.id) == held.flow_run_id)
+            assert wait_for("the dead watch run marked crashed (its slot freed)",
+                            lambda: client.read_flow_run(dead_watch.id).state.is_crashed(), 30)
 
             samba.servers[0].kill()   # p1 stops answering on 445
             wait_for("p1's movable cameras on r1",
@@ -159,8 +199,9 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
                     written[rel] = data
 
             samba.servers[0].start()
-            wait_for("p1 back up as redundant",
-                     lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.redundant)(servers()["p1"]),
+            # still primary: it records its non-movable cam-usb (docs/failover.md, recovered servers)
+            wait_for("p1 back up, primary",
+                     lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.primary)(servers()["p1"]),
                      30)
             # queued until a worker is free: a manual failover of p1 (moves nothing twice), then swap-back
             manual = final(start("failover", {"server": "p1", "force": True}).id, 180)
@@ -169,7 +210,8 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             swap = final(start("swap-back", {"server": "p1"}).id, 240)
             assert swap.is_completed(), swap.message
             for watch in watches:
-                assert final(watch.id, 120).is_completed()
+                if watch is not dead_watch:
+                    assert final(watch.id, 120).is_completed()
 
             runs = [*watches, manual, swap]
             workers_used = set()
