@@ -20,20 +20,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farmkeeper.apicheck import api_healthy
+
 logger = logging.getLogger(__name__)
-
-
-def api_healthy(api_url: str | None, timeout_s: float = 2.0) -> bool:
-    if not api_url:
-        return False
-    with contextlib.suppress(OSError, ValueError), \
-            urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as response:
-        return bool(response.status == 200)
-    return False
 
 
 @dataclass

@@ -420,7 +420,7 @@ def run_watch(params: HealthCheckParams) -> dict[str, Any]:
 
     SIGTERM ends the watch cleanly (its lease is released, so a successor sweeps at once).
     """
-    from deployments.supervisor import api_healthy
+    from farmkeeper.apicheck import api_healthy
 
     def _terminate(signum: int, _frame: Any) -> None:
         STOP.set()

@@ -36,7 +36,7 @@ def run_health_check(
     flow run there; without one it runs as plain functions (no ephemeral Prefect server to start).
     """
     watch_s = parse_cli_duration(watch, "--watch", high=7 * 86400)   # before Prefect is imported
-    from deployments.supervisor import api_healthy
+    from farmkeeper.apicheck import api_healthy
 
     if not os.environ.get("PREFECT_API_URL") and api_healthy(SERVED_API, 0.5):
         os.environ["PREFECT_API_URL"] = SERVED_API     # a local `farmkeeper serve`: record the run there
