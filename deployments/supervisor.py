@@ -1,12 +1,14 @@
-"""The watch supervisor of ``farmkeeper serve``: a watching health check is always running.
+"""The watch supervisor of ``farmkeeper serve``: a watching health check is always running, and another waits warm.
 
 It starts ``python -m flows.health_check --watch SECONDS`` at once (before the Prefect server is up: the
-watch then runs without a run record, see ``flows.health_check.main``), and again as soon as one ends or
-dies. A dead watcher's lease is released at once (the replacement does not wait for it to expire) and its
-flow run, if it had one, is marked Crashed. Every ``watch_for - overlap`` a successor is started; it
-stands by until the current watcher ends and releases the lease, so rotation costs no probing. A watcher
-started while the Prefect API was down is replaced as soon as the API answers, so its sweeps show up in
-Prefect again.
+watch then runs without a run record, see ``flows.health_check.main``) and keeps two such processes alive:
+the one holding the watch lease sweeps, the other has already paid its start-up (Python and Prefect
+imports, several seconds) and stands by for the lease. When a watcher dies, its lease is released at once,
+so the warm standby sweeps within a quarter of the lease time (instead of a new process starting cold),
+its flow run, if it had one, is marked Crashed, and a new standby is started. The two watch for staggered
+lengths (each ends half a ``watch_for`` after the other), so rotation never leaves both starting at once.
+Watchers started while the Prefect API was down are replaced, one at a time and only once their
+replacement has its flow run, as soon as the API answers, so their sweeps show up in Prefect again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ class _Child:
     started: float
     run_file: Path
     tracked: bool                        # the Prefect API answered when it started
+    ends: float = 0.0                    # monotonic time its watch_for runs out
     stopping: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """A tracked watcher is ready once its flow run exists (it wrote the run id): its imports are done."""
+        return self.run_file.exists()
 
 
 @dataclass
@@ -43,8 +51,9 @@ class WatchSupervisor:
 
     env: dict[str, str]
     watch_for_s: float = 3600.0
-    overlap_s: float = 30.0
+    overlap_s: float = 30.0               # kept for callers; rotation is staggered by watch_for / 2 instead
     poll_s: float = 0.3
+    watchers: int = 2                     # the sweeping one and its warm standby
     log_path: Path | None = None
     restarts: int = 0
     _children: list[_Child] = field(default_factory=list)
@@ -77,15 +86,19 @@ class WatchSupervisor:
             self._reap(child)
 
     def _spawn(self) -> None:
+        now = time.monotonic()
+        others = [c.ends for c in self._children if not c.stopping and c.proc.poll() is None]
+        watch_for = self.watch_for_s if not others else max(self.watch_for_s / 2,
+                                                              max(others) - now + self.watch_for_s / 2)
         run_file = self._dir / f"watch-{len(self._children)}-{time.monotonic_ns()}.run"
         env = self.env | {"FARMKEEPER_WATCH_RUN_FILE": str(run_file), "FARMKEEPER_WATCH_PARENT": str(os.getpid())}
         tracked = api_healthy(env.get("PREFECT_API_URL"), 1.0)
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, "-m", "flows.health_check", "--watch", f"{self.watch_for_s:g}"],
+        proc = subprocess.Popen([sys.executable, "-m", "flows.health_check", "--watch", f"{watch_for:g}"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if self.log_path:
             log.close()  # type: ignore[union-attr]
-        self._children.append(_Child(proc, time.monotonic(), run_file, tracked))
+        self._children.append(_Child(proc, now, run_file, tracked, ends=now + watch_for))
         logger.info("watch supervisor: started watcher pid %d (%s)", proc.pid,
                     "with a flow run" if tracked else "Prefect API not up: without a flow run")
 
@@ -105,15 +118,22 @@ class WatchSupervisor:
                 self.restarts += 1
             self._reap(child)
         live = [c for c in self._children if not c.stopping]
-        newest = max(live, key=lambda c: c.started, default=None)
-        if newest is None or time.monotonic() - newest.started >= max(1.0, self.watch_for_s - self.overlap_s):
+        if len(live) < self.watchers:
             self._spawn()
             return
-        # a watcher started while the Prefect API was down: replace it by a tracked one once the API answers
-        if not newest.tracked and api_healthy(self.env.get("PREFECT_API_URL"), 1.0):
+        untracked = [c for c in live if not c.tracked]
+        if not untracked or not api_healthy(self.env.get("PREFECT_API_URL"), 1.0):
+            return
+        # the Prefect API answers now: replace the watchers started without it, one at a time, each only once
+        # a tracked replacement has its flow run (so a warm watcher is always there to take the lease)
+        if any(c.tracked and not c.ready for c in live):
+            return
+        if len(live) > self.watchers and any(c.tracked and c.ready for c in live):
+            victim = max(untracked, key=lambda c: c.started)
+            victim.stopping = True
+            victim.proc.terminate()
+        else:
             self._spawn()
-            newest.stopping = True
-            newest.proc.terminate()
 
     def _reap(self, child: _Child) -> None:
         """Free what a dead watcher held: its lease (at once), and its flow run (marked Crashed)."""

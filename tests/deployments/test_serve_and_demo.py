@@ -12,11 +12,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deployments import DEPLOYMENTS
 from deployments.embedded import free_port
+from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -36,29 +38,111 @@ def _deployment_names(api: str) -> set[str]:
         return {d["name"] for d in json.loads(resp.read())}
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _flow_run_processes(pid: int) -> list[int]:
+    """serve's processes that run flows: the watchers (``flows.health_check``) and any ``prefect.engine``."""
+    def cmdline(p: int) -> str:
+        with contextlib.suppress(OSError):
+            return (Path("/proc") / str(p) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return ""
+    return [p for p in _descendants(pid) if "flows.health_check" in cmdline(p) or "prefect.engine" in cmdline(p)]
+
+
 def test_serve_starts_its_own_server_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """Also issue 13: serve probes within 30 s of its start (before its Prefect server is up); after every
+    flow-run process of it is SIGKILLed and a primary dies, probing resumes within 15 s and the primary is
+    failed over within down_after + 8 s."""
+    from farmkeeper.db import dispose_engines, migrate
+    from tests.failover.conftest import apply, build_farm
+    from tests.fixtures.listeners import Listener
+
+    env = _env(tmp_path)
+    url = env["FARMKEEPER_DATABASE_URL"]
+    os.environ["FARMKEEPER_DATABASE_URL"] = url
+    migrate(url)
+    farm = build_farm(tmp_path / "farm", [("p1", "primary"), ("p2", "primary"), ("r1", "redundant")],
+                      [{"id": "cam-a", "home": "p1"}, {"id": "cam-c", "home": "p2"}],
+                      notify=[], down_after="5s", interval="1s")
+    apply(farm)
+    dispose_engines()
+    listeners = {n: Listener(farm.health(n)) for n in ("p1", "p2", "r1")}
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=REPO, env=_env(tmp_path), stdout=log,
+    started = time.monotonic()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
+
+    def serve_log() -> str:
+        return (tmp_path / "serve.log").read_text()[-3000:]
+
+    def probed_after(t: float) -> bool:
+        return any(a > t for a in listeners["p2"].accepted)
+
     try:
+        def wait_for(what: str, check: Any, timeout: float) -> None:
+            try:
+                _wait_for(what, check, timeout)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{serve_log()}") from None
+
+        wait_for("serve probes the farm", lambda: probed_after(started), 30)
         deadline = time.monotonic() + 180
         names: set[str] = set()
         while time.monotonic() < deadline and names != {d.deployment for d in DEPLOYMENTS}:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert proc.poll() is None, serve_log()
             with contextlib.suppress(OSError):
                 names = _deployment_names(api)
             time.sleep(1)
-        assert names == {d.deployment for d in DEPLOYMENTS}, (tmp_path / "serve.log").read_text()[-3000:]
+        assert names == {d.deployment for d in DEPLOYMENTS}, serve_log()
         assert (tmp_path / "home" / "prefect" / "prefect.db").exists(), "Prefect's database under FARMKEEPER_HOME"
+
+        victims = _flow_run_processes(proc.pid)
+        assert victims, f"serve runs a watching process:\n{serve_log()}"
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        listeners["p1"].close()                      # the primary dies with them
+        wait_for("probing resumes after every flow-run process was killed", lambda: probed_after(killed), 15)
+        wait_for("p1's camera failed over to r1", lambda: _current(url, "cam-a") == "r1",
+                 max(0.1, 5 + 8 - (time.monotonic() - killed)))
+        assert not set(victims) & set(_flow_run_processes(proc.pid)), "new watchers, not the killed ones"
+
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        assert proc.wait(timeout=60) == 0, serve_log()
     finally:
         if proc.poll() is None:
             proc.kill()
+        for listener in listeners.values():
+            listener.close()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # the embedded server stopped with it
+
+
+def _current(url: str, camera: str) -> str | None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT current FROM camera WHERE id = :id"), {"id": camera}).scalar()
+    finally:
+        engine.dispose()
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
