@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
@@ -34,8 +33,8 @@ from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
-    COPY_LIMIT,
     check_cameras_free,
+    copy_slot,
     ensure_copy_limit,
     plan_copy_job,
     publish_job_report,
@@ -122,9 +121,9 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
     wording = RunWording(f"move to {sel.target}", f"on {sel.target}", resume, rerun=f"re-run `{resume}`",
                          still_open="re-run to move them",
                          intro=f"cameras {', '.join(sel.cameras)} record on {sel.target}, their home")
-    ensure_copy_limit()
+    limit = ensure_copy_limit()
     try:
-        with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
+        with copy_slot(limit):
             return _run(params, sel, plan, options, wording, started)
     except MoveError:
         raise

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, model_validator
 
@@ -43,8 +42,8 @@ from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
-    COPY_LIMIT,
     check_cameras_free,
+    copy_slot,
     end_failover_events,
     ensure_copy_limit,
     move_cameras_home,
@@ -129,9 +128,9 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     _gate(params, sel, resume)
     wording = RunWording(f"swap-back to {sel.home}", "at home", resume, rerun="re-run",
                          still_open="copy them with a later run")
-    ensure_copy_limit()
+    limit = ensure_copy_limit()
     try:
-        with concurrency(COPY_LIMIT, occupy=1, lease_duration=60):
+        with copy_slot(limit):
             return _run(params, sel, options, wording, started) | _central_part(central)
     except SwapBackError:
         raise

@@ -7,6 +7,8 @@ connection pool; a lost connection (``StorageUnavailable``) is retried, a full v
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -244,11 +246,11 @@ def publish_job_report(report: copyjobs.JobReport, *, table_key: str, report_key
     raise error(report.failure)
 
 
-def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> None:
+def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> int:
     """Create the global concurrency limit of copy flows (``farmkeeper-copy-jobs``) if it does not exist yet.
 
-    An operator-set limit is never changed. Without a Prefect API the flow still runs (Prefect then
-    skips acquiring a missing limit with a warning), so failures here only warn.
+    An operator-set limit is never changed; returns the limit in force. Without a Prefect API the flow still
+    runs (Prefect then skips acquiring a missing limit with a warning), so failures here only warn.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -258,7 +260,7 @@ def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> None:
     try:
         with get_client(sync_client=True) as client:
             try:
-                client.read_global_concurrency_limit_by_name(COPY_LIMIT)
+                return int(client.read_global_concurrency_limit_by_name(COPY_LIMIT).limit)
             except ObjectNotFound:
                 try:
                     client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=COPY_LIMIT, limit=limit))
@@ -268,3 +270,38 @@ def ensure_copy_limit(limit: int = DEFAULT_COPY_LIMIT) -> None:
                     pass
     except Exception as exc:  # noqa: BLE001 - the limit is a safeguard, never a reason to fail
         logger.warning("cannot check the global concurrency limit %r: %s", COPY_LIMIT, exc)
+    return limit
+
+
+SLOT_LEASE_S = 60        # Prefect's shortest lease on a concurrency slot
+SLOT_WAIT_S = 5.0
+
+
+@contextmanager
+def copy_slot(limit: int, wait_s: float = SLOT_WAIT_S) -> Iterator[None]:
+    """Hold one slot of the copy-jobs limit while the body runs.
+
+    Prefect keeps a dead run's slot until its lease runs out (60 s at the shortest). So when no slot frees
+    within ``wait_s``, the inventory decides: with fewer live copy jobs (owners alive) than ``limit``, a
+    slot is held by a dead run and this job goes on without one (the footage claims in the inventory still
+    keep two jobs off one camera); otherwise it waits for a slot again.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    logger = get_run_logger()
+    stack = ExitStack()
+    while True:
+        try:
+            stack.enter_context(concurrency(COPY_LIMIT, occupy=1, lease_duration=SLOT_LEASE_S,
+                                            timeout_seconds=wait_s))
+            break
+        except TimeoutError:
+            with inventory_session() as session:
+                live = len(copyjobs.live_jobs(session))
+            if live < limit:
+                logger.info("no copy slot free after %.0f s but only %d of %d copy jobs are alive: a slot is "
+                            "held by a dead run (its lease expires within %d s); going on without it",
+                            wait_s, live, limit, SLOT_LEASE_S)
+                break
+    with stack:
+        yield

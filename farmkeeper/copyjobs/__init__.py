@@ -22,7 +22,7 @@ Items in state copied/skipped/conflict/removed are never copied again; a crash b
 recording leaves a verified file at the destination that the next run finds identical (``skipped``).
 """
 
-from farmkeeper.copyjobs.batch import DELETE_CHUNK, BatchResult, JobProgress, audit_owner, run_batch
+from farmkeeper.copyjobs.batch import DELETE_CHUNK, BatchResult, JobProgress, run_batch
 from farmkeeper.copyjobs.claim import claim_job, touch_job
 from farmkeeper.copyjobs.plan import (
     BatchKey,
@@ -68,6 +68,6 @@ from farmkeeper.copyjobs.states import (
 __all__ = ["ACTIVE", "COPIED", "DELETE_CHUNK", "FINISHED", "STALE_AFTER_S", "TODO", "UNFINISHED", "BatchKey",
            "BatchResult", "CameraBusyError", "CameraSummary", "FootageBusyError", "JobGoneError", "JobOptions",
            "JobProgress", "JobReport", "JobSummary", "PlanReport", "PlannedFile", "RunWording", "SessionFactory",
-           "SourceVolume", "Verify", "audit_owner", "blocked_cameras", "busy_message", "camera_files",
+           "SourceVolume", "Verify", "blocked_cameras", "busy_message", "camera_files",
            "check_cameras_free", "claim_job", "doing", "duration_text", "fail_job", "finish_job", "job_owner",
            "job_report", "job_summary", "live_jobs", "plan_job", "run_batch", "scan_sources", "touch_job"]

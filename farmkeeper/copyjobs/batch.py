@@ -22,6 +22,7 @@ from farmkeeper.copyjobs.states import (
     TODO,
     JobOptions,
     SessionFactory,
+    job_owner,
     refresh_counters,
     select_items,
 )
@@ -218,7 +219,7 @@ def run_batch(session_factory: SessionFactory, job_id: int, key: BatchKey, src: 
     prove_distinct(src, dst)      # the same storage twice: SameStorageError, nothing copied or deleted
     with session_factory() as session:
         touch_job(session, job_id)
-        owner = audit_owner(job_id)   # deletions a crash of this job left pending are settled first
+        owner = job_owner(job_id)   # deletions a crash of this job left pending are settled first
         audit.reconcile_pending(session, key.src_server, key.src_drive, audit.stat_exists(src),
                                 may_settle=lambda o: o == owner)
         job = session.get(CopyJob, job_id)
@@ -337,11 +338,7 @@ def _verify_and_delete(session_factory: SessionFactory, job_id: int, key: BatchK
             session.execute(sa.update(CopyItem), updates)
 
     audit.audited_delete(src, [audit.Doomed(i.relpath, i.size, "source_copied", i.camera_id) for i in good],
-                         sessions=session_factory, owner=audit_owner(job_id), server=key.src_server,
+                         sessions=session_factory, owner=job_owner(job_id), server=key.src_server,
                          drive=key.src_drive, chunk=DELETE_CHUNK, before_chunk=lambda s: touch_job(s, job_id),
                          on_chunk=settle)
 
-
-def audit_owner(job_id: int) -> str:
-    """The owner (``DeletionAudit.run_id``) of a copy job's deletion rows."""
-    return f"copy-job-{job_id}"
