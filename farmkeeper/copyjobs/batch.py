@@ -286,6 +286,34 @@ def _count(result: BatchResult, r: CopyResult) -> None:
         result.failed[r.relpath] = r.error or "failed"
 
 
+def _sources_unchanged(session_factory: SessionFactory, src: Volume, items: list[Any],
+                       result: BatchResult) -> list[Any]:
+    """The items whose source is, right before its deletion, still the file that was copied (size, mtime).
+
+    A source changed since its copy (written to again, replaced) is not deleted: the item goes back to
+    ``pending`` so the next run copies it again. A source already gone passes on (audited as ``missing``).
+    """
+    listing: dict[str, Entry] = {}
+    for folder in sorted({i.relpath.rpartition("/")[0] for i in items}):
+        for found in src.walk(folder):
+            listing[found.relpath] = found
+    keep: list[Any] = []
+    changed: list[dict[str, Any]] = []
+    for item in items:
+        entry = listing.get(item.relpath)
+        if entry is not None and (entry.size != item.size or abs(entry.mtime - item.mtime) > MTIME_TOLERANCE):
+            why = (f"source changed after its copy (now size {entry.size}, mtime {entry.mtime:.3f}; copied "
+                   f"{item.size}, {item.mtime:.3f}): not deleted, copied again by the next run")
+            changed.append({"id": item.id, "state": CopyItemState.pending, "error": why})
+            result.failed[item.relpath] = why
+        else:
+            keep.append(item)
+    if changed:
+        with session_factory() as session:
+            session.execute(sa.update(CopyItem), changed)
+    return keep
+
+
 def _batch_where(job_id: int, key: BatchKey) -> list[Any]:
     return [CopyItem.job_id == job_id, CopyItem.src_server == key.src_server, CopyItem.src_drive == key.src_drive,
             CopyItem.dst_server == key.dst_server, CopyItem.dst_drive == key.dst_drive]
@@ -321,6 +349,7 @@ def _verify_and_delete(session_factory: SessionFactory, job_id: int, key: BatchK
             session.execute(sa.update(CopyItem), bad)
     if not options.delete_source:
         return
+    good = _sources_unchanged(session_factory, src, good, result)
     by_path = {i.relpath: i for i in good}
 
     def settle(done: audit.AuditedResult, part: Sequence[audit.Doomed]) -> None:

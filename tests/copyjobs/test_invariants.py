@@ -129,3 +129,34 @@ def test_a_failed_source_delete_is_audited_as_failed_and_retried(local_farm: Any
         assert left.state == CopyItemState.copied and "source not deleted" in (left.error or "")
     result = run(farm, report)
     assert result.removed == 1 and audit_rows() == sorted((p, audit.DELETED) for p in src_files)
+
+
+def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(local_farm: Any) -> None:
+    farm = local_farm()
+    src_files = write_footage(farm.share("rec2"), "cam-1", 4, size=4096, meta=False)
+    changed = sorted(src_files)[0]
+    report = plan(farm)
+
+    def write_after_copy(src: Volume, dst: Volume) -> None:
+        real_walk = dst.walk
+
+        def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
+            with (farm.share("rec2") / changed).open("ab") as f:
+                f.write(b"written after the copy")
+            return real_walk(*args, **kwargs)
+
+        dst.walk = walk  # type: ignore[method-assign]
+
+    result = run(farm, report, patch=write_after_copy)
+    assert changed in result.failed and "source changed after its copy" in result.failed[changed]
+    assert (farm.share("rec2") / changed).is_file(), "a source changed after its copy is never deleted"
+    assert item_states()[changed] == CopyItemState.pending
+    assert changed not in {p for p, _ in audit_rows()}
+    assert result.removed == len(src_files) - 1
+    with sessions() as s:
+        copyjobs.fail_job(s, report.job_id or 0, "incomplete")
+    again = run(farm, plan(farm))
+    assert again.removed == 1 and not again.failed
+    home = (farm.share("rec1") / changed).parent      # the new bytes at home (a conflict copy beside the first)
+    assert any(f.read_bytes().endswith(b"written after the copy") for f in home.iterdir() if f.is_file())
+    assert not (farm.share("rec2") / changed).exists()
