@@ -27,17 +27,17 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
 from farmkeeper import move
-from farmkeeper.copyjobs import JobOptions, PlanReport, RunWording, blocked_cameras, job_report
+from farmkeeper.copyjobs import CameraBusyError, JobOptions, PlanReport, RunWording, blocked_cameras, job_report
 from farmkeeper.errors import FarmkeeperError
 from farmkeeper.settings import load_settings
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
     check_cameras_free,
-    copy_slot,
-    ensure_copy_limit,
     plan_copy_job,
     publish_job_report,
+    refuse_busy,
+    run_copy_flow,
     run_copy_job,
     wait_segments_closed,
 )
@@ -110,7 +110,10 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
     why_not = move.refusal(plan)
     if params.dry_run:
         return {"state": "dry run", "refused": why_not, "resume": resume, **plan.to_dict()}
-    check_cameras_free(move.KIND, sel.cameras, sel.target)
+    try:
+        check_cameras_free(move.KIND, sel.cameras, sel.target)
+    except CameraBusyError as exc:
+        raise refuse_busy(f"move to {sel.target}", exc, notify=params.notify, error=MoveError) from None
     if params.footage == "keep":       # nothing is copied: the SAN failover requirements do not apply
         return _keep(params, sel, plan, started)
     _gate(params, sel, plan, resume)
@@ -121,17 +124,8 @@ def move_cameras(params: MoveCamerasParams) -> dict[str, Any]:
     wording = RunWording(f"move to {sel.target}", f"on {sel.target}", resume, rerun=f"re-run `{resume}`",
                          still_open="re-run to move them",
                          intro=f"cameras {', '.join(sel.cameras)} record on {sel.target}, their home")
-    limit = ensure_copy_limit()
-    try:
-        with copy_slot(limit):
-            return _run(params, sel, plan, options, wording, started)
-    except MoveError:
-        raise
-    except Exception as exc:
-        message = wording.crashed(exc)
-        if params.notify:
-            send_notification(f"{wording.what} FAILED", message, "failure")
-        raise MoveError(message) from exc
+    return run_copy_flow(wording, lambda: _run(params, sel, plan, options, wording, started),
+                         notify=params.notify, error=MoveError)
 
 
 def _refuse(params: MoveCamerasParams, target: str, why: str) -> None:

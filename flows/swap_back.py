@@ -34,7 +34,6 @@ from farmkeeper.copyjobs import (
     PlanReport,
     RunWording,
     blocked_cameras,
-    doing,
     job_report,
 )
 from farmkeeper.errors import FarmkeeperError
@@ -43,12 +42,12 @@ from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.copyjobs import (
     check_cameras_free,
-    copy_slot,
     end_failover_events,
-    ensure_copy_limit,
     move_cameras_home,
     plan_copy_job,
     publish_job_report,
+    refuse_busy,
+    run_copy_flow,
     run_copy_job,
     scan_copy_sources,
     select_swap_back,
@@ -128,30 +127,12 @@ def swap_back(params: SwapBackParams) -> dict[str, Any]:
     _gate(params, sel, resume)
     wording = RunWording(f"swap-back to {sel.home}", "at home", resume, rerun="re-run",
                          still_open="copy them with a later run")
-    limit = ensure_copy_limit()
-    try:
-        with copy_slot(limit):
-            return _run(params, sel, options, wording, started) | _central_part(central)
-    except SwapBackError:
-        raise
-    except CameraBusyError as exc:   # another run claimed the cameras between the check and this run's claim
-        raise _busy(params, sel, exc) from None
-    except Exception as exc:
-        message = wording.crashed(exc)
-        if params.notify:
-            send_notification(f"{wording.what} FAILED", message, "failure")
-        raise SwapBackError(message) from exc
+    return run_copy_flow(wording, lambda: _run(params, sel, options, wording, started) | _central_part(central),
+                         notify=params.notify, error=SwapBackError)
 
 
-def _busy(params: SwapBackParams, sel: swapback.Selection, exc: CameraBusyError) -> SwapBackError:
-    """A refusal, not a failure: another live copy job has the cameras; nothing was moved, copied or deleted."""
-    message = (f"swap-back to {sel.home} not started: {exc}. Nothing was moved, copied or deleted by this run.")
-    get_run_logger().warning("%s", message)
-    if params.notify:
-        by = f" by job #{exc.job_id}" if exc.job_id is not None else ""
-        send_notification(f"swap-back to {sel.home} not started: already being {doing(exc.kind or 'swap-back')}{by}",
-                          message, "info")
-    return SwapBackError(message)
+def _busy(params: SwapBackParams, sel: swapback.Selection, exc: CameraBusyError) -> Exception:
+    return refuse_busy(f"swap-back to {sel.home}", exc, notify=params.notify, error=SwapBackError)
 
 
 def _without_copy(params: SwapBackParams, sel: swapback.Selection, started: float,

@@ -7,9 +7,9 @@ connection pool; a lost connection (``StorageUnavailable``) is retried, a full v
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -24,6 +24,7 @@ from farmkeeper.volumes import ServerVolume, not_on_storage_of
 from tasks import events
 from tasks.common import Tag, farm_volumes, inventory_session, retry_transient, send_notification, storage_prefer
 
+R = TypeVar("R")
 COPY_LIMIT = "farmkeeper-copy-jobs"
 DEFAULT_COPY_LIMIT = 2
 
@@ -305,3 +306,38 @@ def copy_slot(limit: int, wait_s: float = SLOT_WAIT_S) -> Iterator[None]:
                 break
     with stack:
         yield
+
+
+def refuse_busy(what: str, exc: copyjobs.CameraBusyError, *, notify: bool,
+                error: type[Exception]) -> Exception:
+    """A refusal, not a failure: another live copy job has the cameras; nothing was moved, copied or deleted."""
+    message = f"{what} not started: {exc}. Nothing was moved, copied or deleted by this run."
+    get_run_logger().warning("%s", message)
+    if notify:
+        by = f" by job #{exc.job_id}" if exc.job_id is not None else ""
+        send_notification(f"{what} not started: already being {copyjobs.doing(exc.kind or 'swap-back')}{by}",
+                          message, "info")
+    return error(message)
+
+
+def run_copy_flow(wording: copyjobs.RunWording, job: Callable[[], R], *, notify: bool,
+                  error: type[Exception]) -> R:
+    """The one runner of the copy flows after their gate: a copy slot, the job, and what ends it.
+
+    ``error`` (the flow's own, already reported) passes through; cameras claimed meanwhile by another run are
+    a refusal (``refuse_busy``); anything else is a crash: one FAILED notification with the resume command,
+    raised as ``error``.
+    """
+    limit = ensure_copy_limit()
+    try:
+        with copy_slot(limit):
+            return job()
+    except error:
+        raise
+    except copyjobs.CameraBusyError as exc:   # claimed by another run between the check and this run's claim
+        raise refuse_busy(wording.what, exc, notify=notify, error=error) from None
+    except Exception as exc:
+        message = wording.crashed(exc)
+        if notify:
+            send_notification(f"{wording.what} FAILED", message, "failure")
+        raise error(message) from exc
