@@ -85,7 +85,7 @@ def test_serve_starts_its_own_server_serves_everything_and_stops_on_ctrl_c(tmp_p
     log = (tmp_path / "serve.log").open("wb")
     started = time.monotonic()
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)   # its Prefect server in its group
 
     def serve_log() -> str:
         return (tmp_path / "serve.log").read_text()[-3000:]
@@ -126,8 +126,9 @@ def test_serve_starts_its_own_server_serves_everything_and_stops_on_ctrl_c(tmp_p
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, serve_log()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:                      # a failed test: stop serve and its Prefect server too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         for listener in listeners.values():
             listener.close()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
