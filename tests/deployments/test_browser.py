@@ -202,7 +202,7 @@ def test_swap_back_from_the_ui_form(tmp_path: Path, inventory_url: str, ui_samba
         page.get_by_text("Parameters", exact=True).wait_for()
         for label, description in (("Server (Optional)", "Home server: swap back every camera"),
                                    ("Max Mbps (Optional)", "Bandwidth cap of the copy in megabits per second"),
-                                   ("Verify (Optional)", "BLAKE2b of both sides")):
+                                   ("Verify (Optional)", "the copy is read back and its BLAKE2b compared")):
             assert description in field(page, label).inner_text()
         server = field(page, "Server (Optional)")
         server.get_by_role("tab", name="str", exact=True).click()
