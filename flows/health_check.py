@@ -24,6 +24,7 @@ or Prefect Secret blocks named by ``smb.password_env``/``password_secret`` for `
 # No `from __future__ import annotations`: Prefect resolves the parameter model of a flow loaded from its file.
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -467,9 +468,12 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)   # done: no waiting for Prefect's exit handlers (an event queue to an API that may be gone)
     every = parse_duration(args.every)
     watch = every + parse_duration(args.overlap)
-    health_check.serve(name=args.name, interval=every,
-                       parameters={"params": HealthCheckParams(watch_for=watch).model_dump()},
-                       description="Continuous health checks: each run sweeps every health_interval.")
+    # the flow as ``flows.health_check`` (not ``__main__``): its runs start in subprocesses, which must import
+    # it by name (a flow of ``__main__`` would be pickled by value, with module state that cannot be pickled)
+    served = importlib.import_module("flows.health_check").health_check
+    served.serve(name=args.name, interval=every,
+                 parameters={"params": HealthCheckParams(watch_for=watch).model_dump()},
+                 description="Continuous health checks: each run sweeps every health_interval.")
 
 
 if __name__ == "__main__":
