@@ -34,6 +34,7 @@ _URL_IN_TEXT_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31})://[^\s'\"<>`]+")
 _SECRET_RE = re.compile(r"(?i)(password|passwd|pwd|secret|token)(\s*[=:]\s*)(\S+)")
 _URL_CRED_RE = re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]+):([^@\s/]+)@", re.IGNORECASE)
 _known_secrets: set[str] = set()
+MIN_SECRET_LEN = 6   # shorter pieces ("mode", "json") are words every message may use, not tokens
 _known_lock = threading.Lock()
 _quiet = threading.local()   # set while apprise parses a URL: its log records then carry the raw URL
 
@@ -143,8 +144,9 @@ def apprise_target(url: str) -> Any:
 def _url_secrets(url: str, shown: str) -> set[str]:
     """The parts of a raw URL that its privacy form hides (tokens, passwords, webhook ids)."""
     _, _, rest = url.partition("://")
+    rest = re.sub(r"(^|[?&;])[^=&;?#]*=", r"\1", rest)   # query values only: parameter names are no secrets
     pieces = set(re.split(r"[/:@?&=#,;+ ]+", rest)) | set(re.split(r"[/:@?&=#,;+ ]+", unquote(rest)))
-    return {p for p in pieces if len(p) >= 4 and p not in shown}
+    return {p for p in pieces if len(p) >= MIN_SECRET_LEN and p not in shown}
 
 
 def remember_secrets(secrets: Iterable[str]) -> None:
