@@ -31,24 +31,7 @@ from farmkeeper.sim.samba import SambaFarm
 from farmkeeper.watch import lease_holder
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.samba import running
-from tests.helpers import wait_for
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+from tests.helpers import descendants, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -168,7 +151,7 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             held = wait_for("a watch run holds the lease", lambda: (lambda h: h if h and h.flow_run_id else None)(
                 lease()), 60)
             run_pid = int(held.holder.split(":")[1])
-            worker = next(p for p in procs if run_pid in _descendants(p.pid))
+            worker = next(p for p in procs if run_pid in descendants(p.pid))
             os.kill(run_pid, signal.SIGKILL)
             worker.kill()
             killed = datetime.now(UTC)

@@ -18,6 +18,7 @@ import pytest
 
 from deployments import DEPLOYMENTS
 from deployments.embedded import free_port
+from tests.helpers import descendants
 from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.slow
@@ -38,28 +39,13 @@ def _deployment_names(api: str) -> set[str]:
         return {d["name"] for d in json.loads(resp.read())}
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _flow_run_processes(pid: int) -> list[int]:
     """serve's processes that run flows: the watchers (``flows.health_check``) and any ``prefect.engine``."""
     def cmdline(p: int) -> str:
         with contextlib.suppress(OSError):
             return (Path("/proc") / str(p) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         return ""
-    return [p for p in _descendants(pid) if "flows.health_check" in cmdline(p) or "prefect.engine" in cmdline(p)]
+    return [p for p in descendants(pid) if "flows.health_check" in cmdline(p) or "prefect.engine" in cmdline(p)]
 
 
 def test_serve_starts_its_own_server_serves_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
