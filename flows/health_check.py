@@ -161,8 +161,8 @@ def notify_update(ctx: SweepContext) -> None:
 # Every sweep runs these after probing and recording, in order, each isolated (see ``SweepStep``).
 # To add a step: write ``def my_step(ctx: SweepContext) -> Any`` in its own module and add one line here.
 SWEEP_STEPS: list[SweepStep] = [
+    SweepStep("failovers", run_failovers),                    # first: cameras recording again is what counts
     SweepStep("events", lambda ctx: health_events(ctx.update)),  # Prefect events of the transitions (tasks/events)
-    SweepStep("failovers", run_failovers),
     SweepStep("notifications", notify_update),
     SweepStep("volumes", check_volumes_step),                 # failed volumes fail their cameras over (watchdog)
     SweepStep("recordings", watch_recordings_step),           # stalled cameras (flows/watchdog.py)
