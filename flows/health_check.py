@@ -54,7 +54,7 @@ from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
 from flows.watchdog import check_volumes_step, watch_recordings_step
 from tasks.common import PLAIN, call, plain_calls, send_notification
-from tasks.events import health_events
+from tasks.events import down_context, health_events
 from tasks.farm_status import after_sweep
 from tasks.health import HealthUpdate, load_view, probe, record_health
 
@@ -91,6 +91,7 @@ class SweepContext:
     watch: "WatchState"
     logger: Any = None
     started: float = 0.0        # time.monotonic() when the sweep began (its duration, for the metrics)
+    down_context: Any = None    # what the down events say, read before the failovers move the cameras
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,17 @@ def notify_update(ctx: SweepContext) -> None:
                           f"the master server was down; {update.new_master} took over as master", "info")
 
 
+def _read_down_context(ctx: SweepContext) -> int:
+    ctx.down_context = down_context(ctx.update)
+    return len(ctx.down_context.on)
+
+
 # Every sweep runs these after probing and recording, in order, each isolated (see ``SweepStep``).
 # To add a step: write ``def my_step(ctx: SweepContext) -> Any`` in its own module and add one line here.
 SWEEP_STEPS: list[SweepStep] = [
-    SweepStep("failovers", run_failovers),                    # first: cameras recording again is what counts
-    SweepStep("events", lambda ctx: health_events(ctx.update)),  # Prefect events of the transitions (tasks/events)
+    SweepStep("down-context", _read_down_context),            # an inventory read: no Prefect call before failover
+    SweepStep("failovers", run_failovers),                    # cameras recording again is what counts first
+    SweepStep("events", lambda ctx: health_events(ctx.update, ctx.down_context)),  # Prefect events (tasks/events)
     SweepStep("notifications", notify_update),
     SweepStep("volumes", check_volumes_step),                 # failed volumes fail their cameras over (watchdog)
     SweepStep("recordings", watch_recordings_step),           # stalled cameras (flows/watchdog.py)

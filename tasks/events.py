@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -216,31 +217,49 @@ def copy_job_failed(job_id: int | None, *, kind: str, target: str, cameras: Sequ
 
 # --- what a health sweep and a failover recorded ----------------------------------------------------
 
-def health_events(update: HealthUpdate) -> int:
+@dataclass
+class DownContext:
+    """What the down events say of each newly down server, read before the failover moves its cameras."""
+
+    group: list[str] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)
+    on: dict[str, list[str]] = field(default_factory=dict)
+
+
+def down_context(update: HealthUpdate) -> DownContext:
+    """The redundancy group, its live members and the cameras of every newly down server (one inventory read)."""
+    from farmkeeper.health import Transition
+
+    context = DownContext()
+    down = [t for t in update.transitions if t.transition in (Transition.down, Transition.down_maintenance)]
+    if down:
+        from farmkeeper import inventory, validation
+        from farmkeeper.models import ServerState
+        from tasks.common import inventory_session
+
+        with inventory_session() as session:
+            members = validation.redundancy_group(session)
+            context.group = [s.name for s in members]
+            context.live = [s.name for s in members if s.state == ServerState.up]
+            for t in down:
+                context.on[t.server] = [c.id for c in inventory.list_cameras(session, current=t.server)]
+    return context
+
+
+def health_events(update: HealthUpdate, context: DownContext | None = None) -> int:
     """The events of one health sweep's transitions (down, recovered, master, cameras back); returns how many.
 
-    Reads the redundancy group of a down server from the inventory (for the validate-farm automation).
-    Never raises.
+    A down server's event names its redundancy group and the cameras it had (``context``, read before the
+    failover; read now when not given). Never raises.
     """
     from farmkeeper.health import Transition
 
     sent = 0
     try:
         down = [t for t in update.transitions if t.transition in (Transition.down, Transition.down_maintenance)]
-        group: list[str] = []
-        live: list[str] = []
-        on: dict[str, list[str]] = {}
-        if down:
-            from farmkeeper import inventory, validation
-            from farmkeeper.models import ServerState
-            from tasks.common import inventory_session
-
-            with inventory_session() as session:
-                members = validation.redundancy_group(session)
-                group = [s.name for s in members]
-                live = [s.name for s in members if s.state == ServerState.up]
-                for t in down:
-                    on[t.server] = [c.id for c in inventory.list_cameras(session, current=t.server)]
+        if context is None:
+            context = down_context(update)
+        group, live, on = context.group, context.live, context.on
         for t in down:
             sent += server_down(t.server, error=t.error, maintenance=t.transition == Transition.down_maintenance,
                                 cameras=on.get(t.server, ()), redundancy_group=group, live=live)
