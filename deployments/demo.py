@@ -368,8 +368,8 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         ui = api_url.removesuffix('/api')
         console.print(f"3. Prefect server: [link]{ui}[/link] (open it to watch runs and artifacts); event feed: "
                       f"[link]{ui}/events[/link]; the farm view: [link]{ui}/artifacts/key/farm-status[/link]")
-        stack.enter_context(process([*cli, "serve", "--health-every", "60s", "--limit", "6"], env,
-                                    work / "serve.log"))
+        serve = stack.enter_context(process([*cli, "serve", "--health-every", "60s", "--limit", "6"], env,
+                                            work / "serve.log"))
         wait_for("deployments registered",
                  lambda: run_deployment_now("health-check/health-check") is not None, 90, every=2)
         wait_for("every server answers its probe",
@@ -422,6 +422,8 @@ def run_demo(workdir: Path | None = None, first_host: int = 2, samba: bool = Tru
         wait_for("cam-004 records again", lambda: cameras()["cam-004"].state == "recording", 60)
         console.print("   cam-004 records again: one notification each way")
         console.rule("clean stop")
+        stop_group(serve)   # the control plane first: stopping the simulated servers is not an outage to act on
+        console.print("   control plane stopped, then the simulated servers")
         del sim
     console.print(f"[green]demo finished[/green]; {len(printer.messages)} notifications received; "
                   f"files kept in {work}")

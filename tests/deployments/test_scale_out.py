@@ -95,7 +95,7 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
 
     with local_server(tmp_path / "prefect", database_url=prefect_url) as api_url:
         env = os.environ | {"PREFECT_API_URL": api_url, "FARMKEEPER_CODE_DIR": str(REPO), "PYTHONPATH": str(REPO),
-                            "FARMKEEPER_DATABASE_URL": inventory_url}
+                            "FARMKEEPER_DATABASE_URL": inventory_url, "PREFECT_WORKER_QUERY_SECONDS": "2"}
         env.pop("PREFECT_HOME", None)
         prefect = [sys.executable, "-m", "prefect"]
 
@@ -106,12 +106,16 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
 
         run("work-pool", "create", "farmkeeper", "--type", "process")
         run("--no-prompt", "deploy", "--all")
-        for name in ("w1", "w2"):
+
+        def worker(name: str) -> None:
             log = (tmp_path / f"{name}.log").open("wb")
             # --limit 1: each worker runs one flow at a time, so the two watch runs land on both workers
             procs.append(subprocess.Popen([*prefect, "worker", "start", "--pool", "farmkeeper", "--name", name,
                                            "--limit", "1"], cwd=REPO, env=env, stdout=log,
                                           stderr=subprocess.STDOUT))
+
+        for name in ("w1", "w2"):
+            worker(name)
 
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -129,7 +133,7 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
                                 lambda: (lambda s: s if s is not None and s.is_final() else None)(
                                     client.read_flow_run(run_id).state), timeout)
 
-            watches = [start("health-check", {"watch_for": 120}) for _ in range(2)]
+            watches = [start("health-check", {"watch_for": 90}) for _ in range(2)]
 
             def servers() -> dict[str, Any]:
                 with session_scope(engine) as s:
@@ -151,10 +155,11 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             held = wait_for("a watch run holds the lease", lambda: (lambda h: h if h and h.flow_run_id else None)(
                 lease()), 60)
             run_pid = int(held.holder.split(":")[1])
-            worker = next(p for p in procs if run_pid in descendants(p.pid))
+            lost = next(p for p in procs if run_pid in descendants(p.pid))
             os.kill(run_pid, signal.SIGKILL)
-            worker.kill()
+            lost.kill()
             killed = datetime.now(UTC)
+            worker("w3")    # the operator replaces the lost worker; the manual runs below land on it
             taken = wait_for("the other worker's watch run sweeps within 15 s",
                              lambda: (lambda h: h if h and h.holder != held.holder else None)(lease()), 15)
             wait_for("the new holder probes", lambda: min(s.probed_at for s in servers().values()) > killed, 60)
@@ -186,23 +191,26 @@ def test_two_workers_on_postgres(tmp_path: Path, postgres_server: PostgresServer
             wait_for("p1 back up, primary",
                      lambda: (lambda p1: p1.state == ServerState.up and p1.role == Role.primary)(servers()["p1"]),
                      30)
-            # queued until a worker is free: a manual failover of p1 (moves nothing twice), then swap-back
-            manual = final(start("failover", {"server": "p1", "force": True}).id, 180)
-            assert manual.is_completed(), manual.message
+            # on the replacement worker while the watch goes on: a manual failover of p1 (moves nothing twice),
+            # then swap-back
+            manual = start("failover", {"server": "p1", "force": True})
+            manual_state = final(manual.id, 180)
+            assert manual_state.is_completed(), manual_state.message
             assert all(cameras()[c].current == "r1" for c in ("cam-a", "cam-b"))
-            swap = final(start("swap-back", {"server": "p1"}).id, 240)
-            assert swap.is_completed(), swap.message
+            swap = start("swap-back", {"server": "p1"})
+            swap_state = final(swap.id, 240)
+            assert swap_state.is_completed(), swap_state.message
             for watch in watches:
                 if watch is not dead_watch:
                     assert final(watch.id, 120).is_completed()
 
             runs = [*watches, manual, swap]
             workers_used = set()
-            for name in ("w1", "w2"):
+            for name in ("w1", "w2", "w3"):
                 text = (tmp_path / f"{name}.log").read_text(errors="replace")
                 if any(str(r.id) in text for r in runs):
                     workers_used.add(name)
-            assert workers_used == {"w1", "w2"}, "both workers ran flows of this farm"
+            assert workers_used == {"w1", "w2", "w3"}, "every worker ran flows of this farm"
 
     p1_root = samba.servers[0].share_path("DATAD")
     for rel, data in written.items():

@@ -142,5 +142,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
                  "notification: cam-004 stopped recording on rec2", "notification: cam-004 records again on rec2",
                  "demo finished"):
         assert line in text, f"{line!r} missing from the narration:\n{text[-5000:]}"
+    assert text.count("notification: rec1 is down") == 1, f"one outage, one failover:\n{text[-5000:]}"
     spare = tmp_path / "demo" / "volumes" / "spare1" / "D" / "video"
     assert not any(p.is_file() for p in spare.rglob("*")), "swap-back emptied spare1's copies of rec1's cameras"

@@ -27,13 +27,28 @@ from farmkeeper.health import (
 from farmkeeper.models import Server, ServerEvent, ServerState
 from tests.failover.conftest import free_port
 
+SLOW_IN_FLIGHT: list[int] = []   # how many /slow requests were being answered at once, seen by each one
+
 
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, int]]:
+    in_flight = [0]
+    lock = threading.Lock()
+    release = threading.Event()
+    SLOW_IN_FLIGHT.clear()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/slow":
-                time.sleep(3)
+            if self.path.startswith("/slow"):
+                with lock:
+                    in_flight[0] += 1
+                deadline = time.monotonic() + 10
+                while not release.is_set() and time.monotonic() < deadline:
+                    with lock:
+                        SLOW_IN_FLIGHT.append(in_flight[0])
+                    time.sleep(0.05)
+                with lock:
+                    in_flight[0] -= 1
             self.send_response({"/health": 200, "/slow": 200}.get(self.path, 503))
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -45,6 +60,7 @@ def http_server() -> Iterator[tuple[str, int]]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield "127.0.0.1", int(server.server_address[1])
+    release.set()
     server.shutdown()
     server.server_close()
 
@@ -67,17 +83,19 @@ def test_probes_against_real_listeners(http_server: tuple[str, int], tcp_listene
         ProbeTarget("http-ok", f"http://{host}:{port}/health"),
         ProbeTarget("http-503", f"http://{host}:{port}/other"),
         ProbeTarget("http-slow", f"http://{host}:{port}/slow"),
+        ProbeTarget("http-slow-2", f"http://{host}:{port}/slow-2"),
+        ProbeTarget("http-slow-3", f"http://{host}:{port}/slow-3"),
         ProbeTarget("smb-no-server", "smb", host="127.0.0.1", smb_port=closed, smb_share="DATAD",
                     smb_username="u", password="s3cret-pw"),
         ProbeTarget("bad", "ftp://x"),
     ]
-    started = time.monotonic()
-    results = {r.server: r for r in probe_all(targets, timeout=0.5)}
-    assert time.monotonic() - started < 2.5, "probes run concurrently with short timeouts"
+    results = {r.server: r for r in probe_all(targets, timeout=2)}
+    assert max(SLOW_IN_FLIGHT, default=0) == 3, "the probes run concurrently: three slow ones in flight at once"
     assert results["tcp-ok"].ok and results["http-ok"].ok
     assert not results["tcp-refused"].ok and "Refused" in results["tcp-refused"].error
     assert not results["http-503"].ok and "503" in results["http-503"].error
-    assert not results["http-slow"].ok and "within" in results["http-slow"].error
+    for slow in ("http-slow", "http-slow-2", "http-slow-3"):
+        assert not results[slow].ok and "within" in results[slow].error, results[slow]
     assert not results["smb-no-server"].ok and "s3cret-pw" not in results["smb-no-server"].error
     assert not results["bad"].ok
 
