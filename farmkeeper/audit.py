@@ -53,7 +53,8 @@ _TABLE = DeletionAudit.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True)
 class Doomed:
-    """One file to delete and why (``rule``: age | metadata_age | min_free | min_free_percent | source_copied)."""
+    """One file to delete and why (``rule``: age | metadata_age | min_free | min_free_percent | in_step |
+    source_copied)."""
 
     path: str
     size: int

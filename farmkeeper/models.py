@@ -322,7 +322,7 @@ class DeletionAudit(SQLModel, table=True):
     drive: str
     path: str
     size: int = Field(sa_type=sa.BigInteger)
-    rule: str                              # age | metadata_age | min_free | min_free_percent | source_copied
+    rule: str                              # age | metadata_age | min_free | min_free_percent | in_step | source_copied
     camera_id: str | None = None
     run_id: str | None = None
     outcome: str = "deleted"               # pending: written before the delete, not yet confirmed | deleted

@@ -14,6 +14,15 @@ modification time (none, or not after its start) ends at the next segment's star
 the series' typical segment length`` for the newest one. So a hold days after a recording does not keep
 it: a file older than its limit is deleted even next to a hold, only files overlapping one are kept.
 
+**In step** (``availability: redundant``): the recorder writes every recording of a camera whose storage
+path lists several drives (``'D:\\Data;*E:\\Data'``) to all of them. The age rules delete every copy at
+the same age; a free-space floor is per volume, so after the volumes' own plans a second step
+(``in_step_targets`` / ``plan_in_step``) deletes, on the camera's other write-path volumes of the *same
+server*, the copies of the recordings a floor deleted (same relpath under ``video/`` or ``meta/``), rule
+``in_step``, through the same audited delete: a recording a floor took from one write path is not kept
+on the others. Copies that are held or used by a copy job stay (the plan's guards apply); failover
+availability writes one path only, so it has no in-step deletions.
+
 Metadata is kept for ``default_metadata_days`` when ``keep_metadata_longer`` is on (exactly that long,
 also when it is shorter than a stream's video days: ``apply`` warns), else as long as the camera's
 longest-kept stream.
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +48,7 @@ from farmkeeper.copyjobs.states import ACTIVE
 from farmkeeper.errors import SpecError
 from farmkeeper.layout import FOOTAGE_RE
 from farmkeeper.models import (
+    Availability,
     Camera,
     CopyItem,
     CopyJob,
@@ -49,13 +59,15 @@ from farmkeeper.models import (
     StorageSettings,
     utcnow,
 )
-from farmkeeper.specs import human_size, parse_stream_days
+from farmkeeper.specs import StoragePathList, WindowsPath, human_size, parse_stream_days
 from farmkeeper.storage.base import Entry, Space, Volume
 
 log = logging.getLogger(__name__)
 
 DAY: Final = 86400
-RULES: Final = ("age", "metadata_age", "min_free", "min_free_percent")
+FLOOR_RULES: Final = ("min_free", "min_free_percent")
+IN_STEP: Final = "in_step"               # a copy of a recording a floor deleted from another write path
+RULES: Final = ("age", "metadata_age", *FLOOR_RULES, IN_STEP)
 DEFAULT_SEGMENT_S: Final = 3600          # a lone segment is assumed to span at most its hour folder
 SHORTFALL_TOLERANCE_DAYS: Final = 1 / 24
 MAX_STREAM: Final = 9999
@@ -163,6 +175,55 @@ def once_per_storage(volumes: Sequence[tuple[str, str, str | None]],
             if m != chosen:
                 skip[m] = f"central storage {unc}: swept once, through {chosen[0]} ({chosen[1]}:)"
     return skip
+
+
+def redundant_write_drives(storage: StorageSettings, cameras: Iterable[Camera]) -> dict[str, tuple[str, ...]]:
+    """Camera → the drives of its write paths, for cameras whose recordings are written to several drives
+    (``availability: redundant`` and a storage path list over two or more drives); empty under failover
+    availability (each recording is on one path only)."""
+    if storage.availability != Availability.redundant:
+        return {}
+    try:
+        default: tuple[str, ...] = (WindowsPath.parse(storage.default_path).drive.upper(),)
+    except SpecError:
+        default = ()
+    out: dict[str, tuple[str, ...]] = {}
+    for cam in cameras:
+        try:
+            drives = StoragePathList.parse(cam.storage_path).drives if cam.storage_path else default
+        except SpecError:
+            continue                          # a bad path list widens nothing
+        unique = tuple(dict.fromkeys(d.upper() for d in drives))
+        if len(unique) > 1:
+            out[cam.id] = unique
+    return out
+
+
+def in_step_targets(sources: Mapping[str, Mapping[str, Iterable[str]]], write_drives: Mapping[str, Sequence[str]],
+                    server_drives: Collection[str]) -> dict[str, dict[str, set[str]]]:
+    """The copies to delete in step on one server: sibling drive → camera → relpaths.
+
+    ``sources``: drive → camera → relpaths a free-space floor deleted there in this sweep. Each such
+    recording of a camera in ``write_drives`` is wanted on the camera's other write drives that are volumes
+    of the server (``server_drives``); only footage paths (``video/``, ``meta/`` of the layout) are taken.
+    """
+    have = {d.upper() for d in server_drives}
+    out: dict[str, dict[str, set[str]]] = {}
+    for drive, by_camera in sources.items():
+        for cam, relpaths in by_camera.items():
+            drives = write_drives.get(cam)
+            if not drives or drive.upper() not in drives:
+                continue
+            paths = {p for p in relpaths if _is_footage_of(p, cam)}
+            for other in drives:
+                if other != drive.upper() and other in have and paths:
+                    out.setdefault(other, {}).setdefault(cam, set()).update(paths)
+    return out
+
+
+def _is_footage_of(relpath: str, camera: str) -> bool:
+    m = _LAYOUT_RE.match(relpath)
+    return m is not None and (m.group(1) or m.group(3)) == camera
 
 
 # --- listing -------------------------------------------------------------------------------------
@@ -525,6 +586,43 @@ def plan_volume(listing: Listing, policy: RetentionPolicy, *, space: Space | Non
     return plan
 
 
+def plan_in_step(listing: Listing, wanted: Mapping[str, Collection[str]], policy: RetentionPolicy, *,
+                 space: Space | None, now: float, holds: Sequence[HoldRange] = (), protected: Collection[str] = (),
+                 server: str = "", drive: str = "", sources: Sequence[str] = ()) -> VolumePlan:
+    """Plan the in-step deletions on one sibling volume: the listed files among ``wanted`` (camera → relpaths,
+    from ``in_step_targets``), rule ``in_step``; held files and files of a copy job stay (``kept``).
+
+    No age rule, floor or purge guard runs here: the volume's own plan did that; these are the copies of
+    recordings the floors (guarded) already deleted from the camera's other write paths (``sources``).
+    """
+    frame = listing.frame
+    n = len(frame)
+    plan = VolumePlan(server, drive, now, space, frame.iloc[0:0].assign(rule=pd.Series([], dtype=object)),
+                      footage_files=n, footage_bytes=listing.bytes, other_files=listing.other_files,
+                      other_bytes=listing.other_bytes, other_examples=list(listing.other_examples),
+                      problems=list(policy.problems))
+    if n == 0 or not wanted:
+        return plan
+    known = frame["camera"].isin(list(policy.cameras)).to_numpy()
+    paths = {p for cam, ps in wanted.items() if cam in policy.cameras for p in ps}
+    want = frame["relpath"].isin(paths).to_numpy() & known
+    size = frame["size"].to_numpy()
+    held = held_mask(frame, holds, segment_ends(frame)) & want
+    in_flight = (frame["relpath"].isin(protected).to_numpy() & want) if protected else np.zeros(n, dtype=bool)
+    selected = want & ~held & ~in_flight
+    plan.kept = {"held": {"files": int(held.sum()), "bytes": int(size[held].sum()), "past_rule_files": 0},
+                 "in_flight": {"files": int(in_flight.sum()), "bytes": int(size[in_flight].sum()),
+                               "past_rule_files": 0}}
+    deletions = frame[selected].copy()
+    deletions["rule"] = IN_STEP
+    plan.deletions = deletions
+    if held.any() or in_flight.any():
+        log.info("\\\\%s\\DATA%s: %d held and %d copy-job copies kept although a floor deleted them on %s",
+                 server, drive, int(held.sum()), int(in_flight.sum()), ", ".join(sources) or "another write path")
+    plan.cameras = _usage(frame, known & ~selected, selected, policy, now)
+    return plan
+
+
 def _floor_deficit(policy: RetentionPolicy, space: Space | None, freed: int) -> tuple[int, str | None]:
     """Bytes still missing to satisfy both floors after ``freed`` more bytes, and the binding floor."""
     if space is None:
@@ -649,6 +747,7 @@ class Execution:
     reconciled: int = 0
     claimed: int = 0                       # files kept: another flow claimed their camera, or a copy job uses them
     claimed_by: set[str] = field(default_factory=set)
+    floor_deleted: dict[str, list[str]] = field(default_factory=dict)   # camera → relpaths a floor deleted
 
     @property
     def files(self) -> int:
@@ -728,6 +827,9 @@ def _delete_batch(volume: Volume, plan: VolumePlan, batch: pd.DataFrame, *, sess
     for rule_name, group in done.groupby("rule"):
         result.deleted[str(rule_name)]["files"] += len(group)
         result.deleted[str(rule_name)]["bytes"] += int(group["size"].sum())
+        if rule_name in FLOOR_RULES:
+            for cam, relpath in zip(group["camera"], group["relpath"], strict=True):
+                result.floor_deleted.setdefault(str(cam), []).append(str(relpath))
     result.missing += len(outcome.missing)
     result.failed.update(outcome.failed)
     result.pruned_dirs += outcome.pruned_dirs
@@ -764,14 +866,19 @@ class StateChanges:
     new_alerts: list[str] = field(default_factory=list)
 
 
-def record_sweep(session: Session, plan: VolumePlan, space_after: Space | None) -> StateChanges:
-    """Save the volume's and cameras' state after a sweep; say which shortfalls and alerts are new."""
+def record_sweep(session: Session, plan: VolumePlan, space_after: Space | None, *,
+                 keep_alerts: bool = False) -> StateChanges:
+    """Save the volume's and cameras' state after a sweep; say which shortfalls and alerts are new.
+
+    ``keep_alerts`` (the in-step step, which does not re-plan the volume's own rules): the volume's last
+    alerts stay, the plan's are added.
+    """
     now = utcnow()
     changes = StateChanges()
     state = session.get(RetentionVolume, (plan.server, plan.drive)) or RetentionVolume(server=plan.server,
                                                                                        drive=plan.drive)
-    kinds = sorted({k for k, _ in plan.alerts})
     before = set((state.alert or "").split(",")) - {""}
+    kinds = sorted({k for k, _ in plan.alerts} | (before if keep_alerts else set()))
     changes.new_alerts = [text for k, text in plan.alerts if k not in before]
     space = space_after or plan.space
     deleted_files = 0 if plan.blocked else len(plan.deletions)
@@ -815,7 +922,8 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-__all__ = ["CameraRule", "CameraUsage", "Execution", "HoldRange", "Listing", "RULES", "RetentionPolicy",
-           "StateChanges", "VolumePlan", "build_policy", "camera_rule", "claim_volume", "execute_plan",
-           "held_mask", "hold_ranges", "in_flight_paths", "plan_volume", "read_listing", "reconcile_pending",
-           "record_sweep", "release_volume", "segment_ends"]
+__all__ = ["FLOOR_RULES", "IN_STEP", "RULES", "CameraRule", "CameraUsage", "Execution", "HoldRange", "Listing",
+           "RetentionPolicy", "StateChanges", "VolumePlan", "build_policy", "camera_rule", "claim_volume",
+           "execute_plan", "held_mask", "hold_ranges", "in_flight_paths", "in_step_targets", "plan_in_step",
+           "plan_volume", "read_listing", "reconcile_pending", "record_sweep", "redundant_write_drives",
+           "release_volume", "segment_ends"]

@@ -7,6 +7,10 @@ Secret blocks named in the farm file) unless every volume has a local ``path``. 
 Publishes a table artifact (per volume: files and bytes deleted by rule, free space before/after) and
 notifies new retention shortfalls and alerts (purge guard, holds blocking the floors) through apprise.
 
+With ``availability: redundant``, a last step (``keep_in_step``, one ``sweep-in-step`` task per volume)
+deletes the copies of the recordings a floor deleted from the cameras' other write paths of the same
+server (rule ``in_step``), so a camera's write paths stay in step (docs/retention.md, rule 4).
+
 Between the scheduled runs the health check reads every volume's free space in every sweep
 (``sweep_floors``, a health-check sweep step) and starts this flow for the volumes below a floor
 (``volumes``), in a background thread, so probing never waits for the deletions.
@@ -24,11 +28,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from farmkeeper.retention import RULES
+from farmkeeper.retention import IN_STEP, RULES
 from farmkeeper.specs import human_size
 from tasks.common import send_notification
 from tasks.events import floor_events, retention_events
-from tasks.retention import check_volume_floors, list_retention_volumes, sweep_volume
+from tasks.retention import check_volume_floors, list_retention_volumes, sweep_in_step, sweep_volume
 
 
 class RetentionSweepParams(BaseModel):
@@ -50,7 +54,8 @@ def artifact_rows(volumes: list[dict[str, Any]]) -> list[dict[str, str]]:
     rows = []
     for v in volumes:
         status = ("skipped: " + v["skipped"] if v.get("skipped") else "error: " + v["error"] if v.get("error")
-                  else "guard: nothing deleted" if v.get("blocked") else "dry run" if v.get("dry_run") else "ok")
+                  else "guard: nothing deleted" if v.get("blocked") else "dry run" if v.get("dry_run")
+                  else "in step" if v.get("in_step_only") else "ok")
         counts = v.get("rules", {}) if v.get("dry_run") or v.get("blocked") else v.get("deleted", {})
         row = {"volume": v["volume"], "status": status}
         for rule in RULES:
@@ -84,6 +89,7 @@ def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> di
         except Exception as exc:  # one volume's failure never stops the others
             logger.error("%s: sweep failed: %s", label, exc)
             volumes.append(t | {"error": str(exc)})
+    volumes = keep_in_step(volumes, run_id=run_id, dry_run=params.dry_run)
     volumes.sort(key=lambda v: v["volume"])
     if not params.dry_run:
         retention_events(volumes)
@@ -110,6 +116,79 @@ def retention_sweep(params: RetentionSweepParams = RetentionSweepParams()) -> di
                               "failure")
     return {"run_id": run_id, "dry_run": params.dry_run, "force": params.force, "volumes": volumes,
             "shortfalls": shortfalls, "new_shortfalls": new_shortfalls, "alerts": alerts, "errors": errors}
+
+
+def in_step_work(volumes: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, list[str]]]]:
+    """(server, sibling drive) → source drive → camera → relpaths: the copies the in-step step deletes, from
+    the volumes' ``floor_paths`` (recordings of redundant cameras a floor deleted) and ``write_drives``."""
+    work: dict[tuple[str, str], dict[str, dict[str, list[str]]]] = {}
+    for v in volumes:
+        floor_paths = v.pop("floor_paths", None) or {}
+        drives = v.pop("write_drives", None) or {}
+        for cam, paths in floor_paths.items():
+            for other in drives.get(cam, ()):
+                if other != v["drive"]:
+                    work.setdefault((v["server"], other), {}).setdefault(v["drive"], {})[cam] = paths
+    return work
+
+
+def keep_in_step(volumes: list[dict[str, Any]], *, run_id: str, dry_run: bool) -> list[dict[str, Any]]:
+    """The in-step step, after every volume's own sweep: the copies of the recordings the floors deleted
+    are deleted from the cameras' other write paths of the same server (one task per sibling volume, also
+    a volume this run did not sweep). Its report joins the volume's own (``in_step``, ``deleted.in_step``)."""
+    logger = get_run_logger()
+    work = in_step_work(volumes)
+    if not work:
+        return volumes
+    futures = {key: sweep_in_step.submit(key[0], key[1], sources, run_id=run_id, dry_run=dry_run)
+               for key, sources in sorted(work.items())}
+    by_key = {(v.get("server"), v.get("drive")): v for v in volumes}
+    for (server, drive), future in futures.items():
+        try:
+            step = future.result()
+        except Exception as exc:  # one volume's failure never stops the others
+            text = f"\\\\{server}\\DATA{drive}: in-step deletions failed: {exc}"
+            logger.error("%s", text)
+            step = {"server": server, "drive": drive, "volume": f"\\\\{server}\\DATA{drive}",
+                    "error": text, "in_step_only": True}
+        own = by_key.get((server, drive))
+        if own is None and step.get("skipped") and not step.get("alerts"):
+            continue                                    # nothing to keep in step there after all
+        if own is None or own.get("skipped"):          # not swept in this run (or swept through another server)
+            if own is not None:
+                volumes.remove(own)
+            volumes.append(step)
+        elif own.get("error"):                          # its own sweep failed: both rows stay
+            volumes.append(step | {"volume": f"{step['volume']} (in step)"})
+        else:
+            _merge_in_step(own, step)
+    return volumes
+
+
+def _merge_in_step(own: dict[str, Any], step: dict[str, Any]) -> None:
+    """Fold a sibling volume's in-step report into the report of its own sweep in the same run."""
+    if step.get("error"):
+        own.setdefault("alerts", []).append(step["error"])
+        own.setdefault("new_alerts", []).append(step["error"])
+        return
+    for key in ("alerts", "new_alerts"):
+        own.setdefault(key, []).extend(a for a in step.get(key, []) if a not in own.get(key, []))
+    if step.get("skipped"):
+        return
+    own["in_step"] = step["in_step"]
+    counts = step.get("deleted") if not step.get("dry_run") else step.get("rules")
+    target = own.get("rules" if own.get("dry_run") else "deleted")
+    if counts and target is not None:
+        target[IN_STEP] = counts[IN_STEP]
+    if not step.get("dry_run"):
+        for key in ("deleted_files", "deleted_bytes", "missing", "failed", "kept_claimed"):
+            own[key] = own.get(key, 0) + step.get(key, 0)
+        own["claimed_by"] = sorted(set(own.get("claimed_by", [])) | set(step.get("claimed_by", [])))
+        own["new_shortfalls"] = own.get("new_shortfalls", []) + [
+            s for s in step.get("new_shortfalls", []) if s not in own.get("new_shortfalls", [])]
+        for key in ("shortfalls", "resolved_shortfalls"):
+            own[key] = step.get(key, own.get(key, []))
+    own["free_after"] = step.get("free_after", own.get("free_after"))
 
 
 _floor_sweeps: dict[str, threading.Thread] = {}

@@ -95,6 +95,7 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
                                    inventory.list_cameras(session))
         holds = core.hold_ranges(inventory.list_holds(session))
         protected = core.in_flight_paths(session, server, drive)
+        write_drives = core.redundant_write_drives(inventory.storage_settings(session), inventory.list_cameras(session))
         if not dry_run:
             busy = core.claim_volume(session, server, drive, run_id, LEASE_S)
             if busy:
@@ -122,6 +123,12 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
             if dry_run:
                 report["free_after"] = plan.expected_free
                 report["planned_s"] = round(time.monotonic() - started, 3)
+                if not plan.blocked:
+                    floored = plan.deletions[plan.deletions["rule"].isin(core.FLOOR_RULES)]
+                    planned: dict[str, list[str]] = {}
+                    for cam, rel in zip(floored["camera"], floored["relpath"], strict=True):
+                        planned.setdefault(str(cam), []).append(str(rel))
+                    report |= _in_step_sources(planned, write_drives)
                 return report
 
             def renew(_: core.Execution) -> None:
@@ -148,7 +155,97 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
         "free_after": after.free, "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
         "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
         "elapsed_s": round(time.monotonic() - started, 3),
-    }
+    } | _in_step_sources(done.floor_deleted, write_drives)
     logger.info("%s: deleted %d files (%d bytes), %d already gone, %d failed; free %d -> %d", plan.label,
                 done.files, done.bytes, done.missing, len(done.failed), space.free, after.free)
+    return report
+
+
+def _in_step_sources(floor_deleted: dict[str, list[str]], write_drives: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The report's ``floor_paths`` (camera → relpaths the floors deleted, for cameras written to several
+    drives) and their ``write_drives``: the flow's in-step step deletes their copies on the other drives."""
+    paths = {cam: rels for cam, rels in floor_deleted.items() if cam in write_drives and rels}
+    if not paths:
+        return {}
+    return {"floor_paths": paths, "write_drives": {cam: list(write_drives[cam]) for cam in paths}}
+
+
+@task(name="sweep-in-step", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_transient,
+      cache_policy=NO_CACHE, tags=[Tag.uses_smb, Tag.uses_db, Tag.deletes])
+def sweep_in_step(server: str, drive: str, sources: dict[str, dict[str, list[str]]], *, run_id: str,
+                  dry_run: bool = False, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """Delete on ``server``'s volume ``drive`` the copies of the recordings the floors deleted from the
+    cameras' other write paths on that server (``sources``: drive → camera → relpaths), rule ``in_step``.
+
+    The cameras' write drives are read again here (only a redundant camera writing to ``drive`` counts);
+    held copies and copies a copy job uses stay. Safe to re-run (a copy already gone is not listed).
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    label = f"\\\\{server}\\DATA{drive}"
+    base: dict[str, Any] = {"server": server, "drive": drive, "volume": label, "in_step_only": True}
+    with inventory_session() as session:
+        cameras = inventory.list_cameras(session)
+        policy = core.build_policy(inventory.storage_settings(session), inventory.farm_settings(session), cameras)
+        write_drives = core.redundant_write_drives(inventory.storage_settings(session), cameras)
+        wanted = core.in_step_targets(sources, write_drives, [drive]).get(drive.upper(), {})
+        if not wanted:
+            return base | {"skipped": "no copies to delete in step"}
+        holds = core.hold_ranges(inventory.list_holds(session))
+        protected = core.in_flight_paths(session, server, drive)
+        if not dry_run:
+            busy = core.claim_volume(session, server, drive, run_id, LEASE_S)
+            if busy:
+                text = (f"{label}: the copies of {sum(len(p) for p in wanted.values())} recordings a floor deleted "
+                        f"from {', '.join(sorted(sources))}: were not deleted in step: another retention sweep "
+                        f"(run {busy}) is working on this volume")
+                logger.warning("%s", text)
+                return base | {"skipped": text, "alerts": [text], "new_alerts": [text]}
+    access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
+    if access is None:
+        return base | {"skipped": f"server {server} has no volume {drive}: nothing to keep in step there"}
+    try:
+        with open_volume(access, prefer=storage_prefer()) as volume:  # type: ignore[arg-type]
+            space = volume.space()
+            listing = core.read_listing(volume.walk())
+            if not dry_run:
+                with inventory_session() as session:
+                    core.reconcile_pending(session, server, drive, listing, owner=run_id)
+            plan = core.plan_in_step(listing, wanted, policy, space=space, now=time.time(), holds=holds,
+                                     protected=protected, server=server, drive=drive, sources=sorted(sources))
+            info = {"from": sorted(sources), "planned_files": len(plan.deletions), "kept": plan.kept}
+            report = base | plan.summary() | {"dry_run": dry_run, "in_step": info}
+            if dry_run:
+                report["free_after"] = plan.expected_free
+                return report
+
+            def renew(_: core.Execution) -> None:
+                with inventory_session() as s:
+                    core.claim_volume(s, server, drive, run_id, LEASE_S)
+
+            done = core.execute_plan(volume, plan, sessions=inventory_session, run_id=run_id,
+                                     batch_size=batch_size, on_batch=renew)
+            after = volume.space()
+    finally:
+        if not dry_run:
+            with inventory_session() as session:
+                core.release_volume(session, server, drive, run_id)
+    with inventory_session() as session:
+        changes = core.record_sweep(session, plan, after, keep_alerts=True)
+    if done.failed:
+        first = next(iter(done.failed.values()))
+        text = f"{plan.label}: {len(done.failed)} in-step copies could not be deleted (e.g. {first})"
+        report["alerts"].append(text)
+        changes.new_alerts.append(text)
+    report |= {
+        "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
+        "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
+        "kept_claimed": done.claimed, "claimed_by": sorted(done.claimed_by), "free_after": after.free,
+        "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
+        "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+    logger.info("%s: deleted %d copies in step with %s (%d bytes), %d held, %d of a copy job kept", plan.label,
+                done.files, ", ".join(sorted(sources)), done.bytes, plan.kept["held"]["files"],
+                plan.kept["in_flight"]["files"] + done.claimed)
     return report

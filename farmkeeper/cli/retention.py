@@ -19,6 +19,7 @@ def run_retention_sweep(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """One retention sweep now, in this process: age rules, then free-space floors, audited."""
+    from farmkeeper.retention import RULES
     from flows.retention_sweep import RetentionSweepParams, retention_sweep
 
     check_server_names(server, "--server")
@@ -29,8 +30,7 @@ def run_retention_sweep(
         return
     verb = "would delete" if dry_run else "deleted"
     table = Table(title=f"retention sweep{' (dry run)' if dry_run else ''}")
-    for column in ("volume", "status", "age", "metadata_age", "min_free", "min_free_percent", "free before",
-                   "free after"):
+    for column in ("volume", "status", *RULES, "free before", "free after"):
         table.add_column(column)
     for v in result["volumes"]:
         status = (f"skipped: {v['skipped']}" if v.get("skipped") else f"error: {v['error']}" if v.get("error")
@@ -38,7 +38,7 @@ def run_retention_sweep(
         counts = v.get("rules", {}) if dry_run or v.get("blocked") else v.get("deleted", {})
         cells = [f"{c['files']} / {human_size(c['bytes'])}" if c["files"] else "-"
                  for c in (counts.get(r, {"files": 0, "bytes": 0})
-                           for r in ("age", "metadata_age", "min_free", "min_free_percent"))]
+                           for r in RULES)]
         before, after = v.get("free_before"), v.get("free_after")
         table.add_row(v["volume"], status, *cells, human_size(before) if before is not None else "-",
                       human_size(after) if after is not None else "-")
