@@ -136,6 +136,9 @@ def runner_deployments(specs: list[DeploymentSpec] | None = None, overrides: dic
     return out
 
 
+RUNNER_POLL_S = 2.0
+
+
 def serve_all(limit: int = 4, overrides: dict[str, dict[str, Any]] | None = None) -> None:
     """Serve every available deployment from this process, at most ``limit`` flow runs at once, with the
     shipped automations (the farm's ``auto_swap_back_after`` read from the inventory now)."""
@@ -143,5 +146,8 @@ def serve_all(limit: int = 4, overrides: dict[str, dict[str, Any]] | None = None
 
     from deployments.automations import farm_auto_swap_back_after
 
+    # a run started from the UI, an automation or the CLI starts within ~2 s (Prefect's default poll is 10 s);
+    # PREFECT_RUNNER_POLL_FREQUENCY, when set, wins
+    poll = None if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") else RUNNER_POLL_S
     serve(*runner_deployments(overrides=overrides, auto_swap_back_after_s=farm_auto_swap_back_after()),
-          limit=limit, print_starting_message=True)
+          limit=limit, print_starting_message=True, query_seconds=poll)

@@ -295,7 +295,10 @@ class Lease:
             logger.info("watch lease taken (%s)%s", self.holder,
                         f"; previous holder {grant.taken_from.holder} stopped renewing" if grant.taken_from else "")
             if grant.taken_from is not None and grant.taken_from.flow_run_id:
-                mark_crashed(grant.taken_from.flow_run_id, "its watch lease expired: the process died")
+                if running_here(grant.taken_from.holder):   # slow (a loaded machine), not dead: it stands by
+                    logger.info("previous holder %s is still running: not marked crashed", grant.taken_from.holder)
+                else:
+                    mark_crashed(grant.taken_from.flow_run_id, "its watch lease expired: the process died")
         elif self.held and not grant.held:
             logger.warning("watch lease lost to %s; standing by", grant.holder)
         self.held = grant.held
@@ -312,6 +315,29 @@ class Lease:
         except Exception as exc:  # noqa: BLE001 - it expires on its own
             _logger().info("watch lease not released (%s): it expires in %.0f s", type(exc).__name__, self.ttl)
         self.held = False
+
+
+def running_here(holder: str) -> bool:
+    """Whether a lease holder (``host:pid:token``) is a process still running on this machine.
+
+    A holder that stopped renewing only because its machine was busy is alive: it sees the lease lost and
+    stands by, so its flow run must not be marked crashed. A holder on another machine cannot be checked:
+    its lease expiring is taken as its death (the only way its deployment slot is freed).
+    """
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a killed child its parent has not reaped yet is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def mark_crashed(flow_run_id: str, why: str) -> bool:

@@ -118,3 +118,21 @@ def test_lease_ttl_bounds_the_takeover() -> None:
 ])
 def test_one_retry_policy(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+def test_a_slow_holder_still_running_here_is_not_taken_for_dead() -> None:
+    """Only a holder whose process is gone (or a zombie) has its flow run marked crashed at takeover."""
+    import os
+    import socket
+    import subprocess
+
+    from flows.health_check import running_here
+
+    host = socket.gethostname()
+    assert running_here(f"{host}:{os.getpid()}:abc"), "this process runs"
+    child = subprocess.Popen(["sleep", "0"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)     # exited, not reaped: a zombie
+    assert not running_here(f"{host}:{child.pid}:abc"), "a zombie is dead"
+    child.wait()
+    assert not running_here(f"{host}:{child.pid}:abc"), "reaped: dead"
+    assert not running_here(f"elsewhere:{os.getpid()}:abc"), "another machine's holder cannot be checked"
