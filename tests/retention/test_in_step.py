@@ -8,6 +8,7 @@ availability E: is never touched.
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,92 @@ def test_a_held_copy_or_one_a_copy_job_uses_stays() -> None:
                         protected={paths[2]})
     assert list(plan.deletions["relpath"]) == [paths[0]] and set(plan.deletions["rule"]) == {"in_step"}
     assert plan.kept["held"]["files"] == 1 and plan.kept["in_flight"]["files"] == 1
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_central_storage_is_a_write_path_like_any_other(retention_farm: RetentionFarm, tmpfs_volume: Path,
+                                                        tmp_path: Path) -> None:
+    """D: local and below its floor, N: a NAS share both servers list (swept once, through rec1)."""
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    servers = [{"name": name, "host": f"127.0.0.{20 + i}", "role": "primary", "master": i == 0, "health": "smb",
+                "volumes": [{"drive": "D", "path": str(tmpfs_volume if name == "rec1" else tmp_path / "d2")},
+                            {"drive": "N", "unc": "\\\\nas01\\cctv", "path": str(nas)}]}
+               for i, name in enumerate(["rec1", "rec2"])]
+    (tmp_path / "d2").mkdir()
+    retention_farm.apply(storage={"min_free": "6MiB", "limit_storage_days": False, "availability": "redundant"},
+                         servers=servers,
+                         cameras=[{"id": "cam-001", "home": "rec1", "storage_path": "D:\\Data;*N:\\Data"},
+                                  {"id": "cam-002", "home": "rec1", "storage_path": "D:\\Data"}])
+    t = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    redundant = days_back("cam-001", 0, 6, step=timedelta(hours=1), now=t)
+    write(tmpfs_volume, redundant, size=40 * 1024)
+    write(tmpfs_volume, days_back("cam-002", 0, 6, step=timedelta(hours=1), now=t), size=40 * 1024)
+    write(nas, redundant, size=40 * 1024)
+
+    result = retention_sweep(RetentionSweepParams())
+    assert result["errors"] == []
+    gone = of("cam-001", set(redundant) - files_under(tmpfs_volume))
+    assert gone and of("cam-001", files_under(nas)) == of("cam-001", files_under(tmpfs_volume))
+    assert {(r.server, r.drive) for r in audit() if r.rule == "in_step"} == {("rec1", "N")}
+    assert vol(result, "\\\\rec1\\DATAN")["deleted"]["in_step"]["files"] == len(gone)
+    assert vol(result, "\\\\nas01\\cctv (N: of rec2)")["skipped"].startswith("central storage")
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_sibling_another_sweep_works_on_is_left_and_the_sweep_says_so(retention_farm: RetentionFarm,
+                                                                        tmpfs_volume: Path) -> None:
+    from farmkeeper.retention import claim_volume
+
+    _d, e, _redundant = setup(retention_farm, tmpfs_volume, "redundant")
+    e_before = files_under(e)
+    with session_scope(get_engine()) as session:
+        assert claim_volume(session, "rec1", "E", "other-run") is None
+    result = retention_sweep(RetentionSweepParams(volumes=["rec1:D"], notify=False))
+    assert files_under(e) == e_before
+    assert any("not deleted in step" in a and "other-run" in a for a in result["alerts"])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_both_write_paths_below_their_floors_end_with_the_same_recordings(retention_farm: RetentionFarm,
+                                                                          tmpfs_volume: Path,
+                                                                          tmp_path: Path) -> None:
+    """D: and E: both swept in the run: each floor takes a different share of cam-001 (D: has older footage
+    of cam-002 to take first, E:'s other camera is newer); the step deletes on each the copies the other's
+    floor took."""
+    e = tmp_path / "tmpfs-e"
+    e.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(e)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs at {e} (run the tests as root): {mounted.stderr.strip()}", pytrace=False)
+    try:
+        retention_farm.apply(storage={"min_free": "6MiB", "limit_storage_days": False,
+                                      "availability": "redundant"},
+                             volumes={"rec1": ["D", "E"]}, paths={("rec1", "D"): tmpfs_volume, ("rec1", "E"): e},
+                             cameras=[*CAMERAS, {"id": "cam-003", "home": "rec1", "storage_path": "E:\\Data"}])
+        t = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        hourly = timedelta(hours=1)
+        redundant = days_back("cam-001", 0, 6, step=hourly, now=t)
+        for root in (tmpfs_volume, e):
+            write(root, redundant, size=40 * 1024)
+        write(tmpfs_volume, days_back("cam-002", 0, 8, step=hourly, now=t), size=40 * 1024)
+        write(e, days_back("cam-003", 0, 3, step=hourly, now=t), size=80 * 1024)   # newer: E: takes cam-001
+
+        result = retention_sweep(RetentionSweepParams())
+        assert result["errors"] == []
+        rows = audit()
+        floors = {d: {r.path for r in rows if r.drive == d and r.rule == "min_free"
+                      and r.path.startswith("video/cam-001/")} for d in "DE"}
+        in_step = {d: {r.path for r in rows if r.drive == d and r.rule == "in_step"} for d in "DE"}
+        assert floors["D"] and floors["E"] and floors["D"] != floors["E"]
+        assert of("cam-001", files_under(tmpfs_volume)) == of("cam-001", files_under(e))
+        assert of("cam-001", set(redundant) - files_under(e)) == floors["D"] | floors["E"]
+        assert in_step["D"] == floors["E"] - floors["D"] and in_step["E"] == floors["D"] - floors["E"]
+        assert in_step["D"]                                       # E:'s floor took more of cam-001 than D:'s
+        for drive in "DE":
+            v = vol(result, f"\\\\rec1\\DATA{drive}")
+            assert v["deleted"]["min_free"]["files"] > 0
+            assert v["deleted"]["in_step"]["files"] == len(in_step[drive])
+    finally:
+        subprocess.run(["umount", "-l", str(e)], capture_output=True)
