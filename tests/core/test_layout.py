@@ -109,3 +109,22 @@ def test_ordering_is_by_time() -> None:
     b = video_path("a", 0, datetime(2026, 1, 2, tzinfo=UTC))
     assert sorted([b, a]) == [a, b]
     assert isinstance(a, FootagePath)
+
+
+@given(st.text(alphabet="0123456789", min_size=14, max_size=14))
+def test_parse_stamp_agrees_with_strptime(digits: str) -> None:
+    """The fast stamp parser accepts exactly what ``strptime`` accepts, with the same moment."""
+    from datetime import datetime
+
+    from farmkeeper.layout import parse_stamp
+
+    stamp = f"{digits[:8]}T{digits[8:]}Z"
+    try:
+        expected = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        expected = None
+    try:
+        got = parse_stamp(stamp)
+    except ValueError:
+        got = None
+    assert got == expected
