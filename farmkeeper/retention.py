@@ -495,16 +495,23 @@ def _keep_seconds(frame: pd.DataFrame, policy: RetentionPolicy) -> np.ndarray[An
     return keep
 
 
+def _empty_plan(listing: Listing, policy: RetentionPolicy, space: Space | None, now: float, server: str,
+                drive: str) -> VolumePlan:
+    """A plan of one listed volume that deletes nothing yet."""
+    frame = listing.frame
+    return VolumePlan(server, drive, now, space, frame.iloc[0:0].assign(rule=pd.Series([], dtype=object)),
+                      footage_files=len(frame), footage_bytes=listing.bytes, other_files=listing.other_files,
+                      other_bytes=listing.other_bytes, other_examples=list(listing.other_examples),
+                      problems=list(policy.problems))
+
+
 def plan_volume(listing: Listing, policy: RetentionPolicy, *, space: Space | None, now: float,
                 holds: Sequence[HoldRange] = (), protected: Collection[str] = (), force: bool = False,
                 server: str = "", drive: str = "") -> VolumePlan:
     """Plan one volume: age rules, then floors (oldest first), then the guards (see module docstring)."""
     frame = listing.frame
     n = len(frame)
-    plan = VolumePlan(server, drive, now, space, frame.iloc[0:0].assign(rule=pd.Series([], dtype=object)),
-                      footage_files=n, footage_bytes=listing.bytes, other_files=listing.other_files,
-                      other_bytes=listing.other_bytes, other_examples=list(listing.other_examples),
-                      problems=list(policy.problems))
+    plan = _empty_plan(listing, policy, space, now, server, drive)
     if n == 0:
         plan.floors_met = _floor_deficit(policy, space, 0)[0] <= 0
         if not plan.floors_met:
@@ -597,10 +604,7 @@ def plan_in_step(listing: Listing, wanted: Mapping[str, Collection[str]], policy
     """
     frame = listing.frame
     n = len(frame)
-    plan = VolumePlan(server, drive, now, space, frame.iloc[0:0].assign(rule=pd.Series([], dtype=object)),
-                      footage_files=n, footage_bytes=listing.bytes, other_files=listing.other_files,
-                      other_bytes=listing.other_bytes, other_examples=list(listing.other_examples),
-                      problems=list(policy.problems))
+    plan = _empty_plan(listing, policy, space, now, server, drive)
     if n == 0 or not wanted:
         return plan
     known = frame["camera"].isin(list(policy.cameras)).to_numpy()

@@ -130,35 +130,47 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
                         planned.setdefault(str(cam), []).append(str(rel))
                     report |= _in_step_sources(planned, write_drives)
                 return report
-
-            def renew(_: core.Execution) -> None:
-                with inventory_session() as s:
-                    core.claim_volume(s, server, drive, run_id, LEASE_S)
-
-            done = core.execute_plan(volume, plan, sessions=inventory_session, run_id=run_id,
-                                     batch_size=batch_size, on_batch=renew)
-            after = volume.space()
+            done, after = _carry_out(volume, plan, run_id=run_id, batch_size=batch_size)
     finally:
         if not dry_run:
             with inventory_session() as session:
                 core.release_volume(session, server, drive, run_id)
-    with inventory_session() as session:
-        changes = core.record_sweep(session, plan, after)
-    if done.failed:
-        first = next(iter(done.failed.values()))
-        report["alerts"].append(f"{plan.label}: {len(done.failed)} files could not be deleted (e.g. {first})")
-        changes.new_alerts.append(report["alerts"][-1])
-    report |= {
-        "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
-        "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
-        "kept_claimed": done.claimed, "claimed_by": sorted(done.claimed_by),
-        "free_after": after.free, "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
-        "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
-        "elapsed_s": round(time.monotonic() - started, 3),
-    } | _in_step_sources(done.floor_deleted, write_drives)
+    report = _record(plan, done, after, report, started, failed_what="files") | _in_step_sources(
+        done.floor_deleted, write_drives)
     logger.info("%s: deleted %d files (%d bytes), %d already gone, %d failed; free %d -> %d", plan.label,
                 done.files, done.bytes, done.missing, len(done.failed), space.free, after.free)
     return report
+
+
+def _carry_out(volume: Any, plan: core.VolumePlan, *, run_id: str, batch_size: int) -> tuple[core.Execution, Any]:
+    """Carry a plan out (the volume's sweep lease renewed after each batch); the free space after it."""
+    def renew(_: core.Execution) -> None:
+        with inventory_session() as s:
+            core.claim_volume(s, plan.server, plan.drive, run_id, LEASE_S)
+
+    done = core.execute_plan(volume, plan, sessions=inventory_session, run_id=run_id, batch_size=batch_size,
+                             on_batch=renew)
+    return done, volume.space()
+
+
+def _record(plan: core.VolumePlan, done: core.Execution, after: Any, report: dict[str, Any], started: float, *,
+            failed_what: str, keep_alerts: bool = False) -> dict[str, Any]:
+    """Record the sweep of one volume (state, shortfalls, alerts) and add what was done to its report."""
+    with inventory_session() as session:
+        changes = core.record_sweep(session, plan, after, keep_alerts=keep_alerts)
+    if done.failed:
+        first = next(iter(done.failed.values()))
+        text = f"{plan.label}: {len(done.failed)} {failed_what} could not be deleted (e.g. {first})"
+        report["alerts"].append(text)
+        changes.new_alerts.append(text)
+    return report | {
+        "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
+        "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
+        "kept_claimed": done.claimed, "claimed_by": sorted(done.claimed_by), "free_after": after.free,
+        "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
+        "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
 
 
 def _in_step_sources(floor_deleted: dict[str, list[str]], write_drives: dict[str, tuple[str, ...]]) -> dict[str, Any]:
@@ -218,33 +230,12 @@ def sweep_in_step(server: str, drive: str, sources: dict[str, dict[str, list[str
             if dry_run:
                 report["free_after"] = plan.expected_free
                 return report
-
-            def renew(_: core.Execution) -> None:
-                with inventory_session() as s:
-                    core.claim_volume(s, server, drive, run_id, LEASE_S)
-
-            done = core.execute_plan(volume, plan, sessions=inventory_session, run_id=run_id,
-                                     batch_size=batch_size, on_batch=renew)
-            after = volume.space()
+            done, after = _carry_out(volume, plan, run_id=run_id, batch_size=batch_size)
     finally:
         if not dry_run:
             with inventory_session() as session:
                 core.release_volume(session, server, drive, run_id)
-    with inventory_session() as session:
-        changes = core.record_sweep(session, plan, after, keep_alerts=True)
-    if done.failed:
-        first = next(iter(done.failed.values()))
-        text = f"{plan.label}: {len(done.failed)} in-step copies could not be deleted (e.g. {first})"
-        report["alerts"].append(text)
-        changes.new_alerts.append(text)
-    report |= {
-        "deleted": done.deleted, "deleted_files": done.files, "deleted_bytes": done.bytes,
-        "missing": done.missing, "failed": len(done.failed), "pruned_dirs": done.pruned_dirs,
-        "kept_claimed": done.claimed, "claimed_by": sorted(done.claimed_by), "free_after": after.free,
-        "shortfalls": changes.shortfalls, "new_shortfalls": changes.new_shortfalls,
-        "resolved_shortfalls": changes.resolved, "new_alerts": changes.new_alerts,
-        "elapsed_s": round(time.monotonic() - started, 3),
-    }
+    report = _record(plan, done, after, report, started, failed_what="in-step copies", keep_alerts=True)
     logger.info("%s: deleted %d copies in step with %s (%d bytes), %d held, %d of a copy job kept", plan.label,
                 done.files, ", ".join(sorted(sources)), done.bytes, plan.kept["held"]["files"],
                 plan.kept["in_flight"]["files"] + done.claimed)
