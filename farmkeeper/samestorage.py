@@ -128,7 +128,7 @@ def prove_distinct(src: Volume, dst: Volume) -> None:
 
 def _probe_seen(writer: Volume, reader: Volume) -> bool:
     name = f"{PROBE_DIR}/probe-{uuid.uuid4().hex}"
-    writer.write_bytes(name, b"farmkeeper same-storage probe; safe to delete\n")
+    writer.write_bytes(name, b"farmkeeper same-storage probe; safe to delete\n", durable=False)
     try:
         return reader.stat(name) is not None
     finally:

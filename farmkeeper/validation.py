@@ -318,7 +318,7 @@ def _probe_rw(vol: Volume, res: ShareProbe, clock: Callable[[], float], scrub: C
     try:
         before = clock()
         try:
-            vol.write_bytes(name, data)
+            vol.write_bytes(name, data, durable=False)
             created = True
         except StorageError as exc:
             created = not isinstance(exc, (StoragePermission, StorageNotFound))

@@ -419,7 +419,7 @@ def plan_volume_checks(session: Session) -> list[VolumeCheck]:
 def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumeProbe:
     """Overwrite the probe file and compare the free space with the floor."""
     try:
-        volume.write_bytes(PROBE_NAME, f"farmkeeper probe {now.isoformat()}\n".encode())
+        volume.write_bytes(PROBE_NAME, f"farmkeeper probe {now.isoformat()}\n".encode(), durable=False)
         space = volume.space()
     except (FarmkeeperError, OSError) as exc:
         return VolumeProbe(check.server, check.drive, f"cannot write: {exc}"[:300])

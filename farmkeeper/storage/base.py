@@ -164,7 +164,9 @@ class Volume(abc.ABC):
     def read_bytes(self, relpath: str) -> bytes: ...
 
     @abc.abstractmethod
-    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None) -> None: ...
+    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None, *, durable: bool = True) -> None:
+        """Write a small file whole. ``durable=False``: no fsync (a probe file: whether the volume takes a
+        write is the question, not whether it survives a power cut)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -246,13 +246,15 @@ class LocalVolume(Volume):
         except OSError as exc:
             raise self.wrap(exc, rel, "cannot read: ") from None
 
-    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None) -> None:
+    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None, *, durable: bool = True) -> None:
         writer = self.open_writer(relpath, truncate_to=0)
+        assert isinstance(writer, _Writer)
         try:
             writer.write(0, data)
         except BaseException:
             writer.abort()
             raise
+        writer.durable = durable
         writer.finish(mtime)
 
     def rename(self, src: str, dst: str) -> None:
@@ -410,6 +412,7 @@ class _Reader(FileReader):
 class _Writer(FileWriter):
     def __init__(self, vol: LocalVolume, rel: str, path: str, fd: int, start: int = 0) -> None:
         self.vol, self.rel, self.path, self.fd = vol, rel, path, fd
+        self.durable = True          # finish() fsyncs (footage); False for probe files
         self.contiguous = start      # every byte below this was written (pwrite returned)
 
     def write(self, offset: int, data: bytes) -> None:
@@ -430,7 +433,8 @@ class _Writer(FileWriter):
 
     def finish(self, mtime: float | None) -> Entry:
         try:
-            os.fsync(self.fd)
+            if self.durable:
+                os.fsync(self.fd)
             if mtime is not None:
                 ns = int(round(mtime * 1e9))
                 os.utime(self.fd, ns=(ns, ns))

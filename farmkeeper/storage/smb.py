@@ -453,7 +453,7 @@ class SMBVolume(Volume):
         finally:
             reader.close()
 
-    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None) -> None:
+    def write_bytes(self, relpath: str, data: bytes, mtime: float | None = None, *, durable: bool = True) -> None:
         writer = self.open_writer(relpath, truncate_to=0)
         try:
             if data:
