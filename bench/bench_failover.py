@@ -362,17 +362,18 @@ def bench_one_sweep(report: Any, root: Path) -> None:
 
 
 def _sweep(engine: Any, targets: Any) -> float:
-    """One sweep as ``check_servers`` does it: probe, record, pending failovers, swap-backs due."""
+    """One sweep as ``probe`` + ``record_health`` do it: probe, record, master, pending failovers, deadline."""
     from sqlmodel import Session
 
-    from farmkeeper import failover, health
+    from farmkeeper import failover, health, inventory
 
     started = time.monotonic()
     results = health.probe_all(targets, timeout=health.probe_timeout(10))
     with Session(engine) as s:
-        health.apply_probe_results(s, results, 30)
+        health.apply_probe_results(s, results, 30, stopped_gap_s=health.stopped_gap(10))
+        failover.ensure_master(s)
         failover.pending_failovers(s)
-        failover.swap_back_due(s)
+        health.next_deadline(inventory.list_servers(s), 30)
         s.commit()
     return time.monotonic() - started
 
@@ -464,7 +465,7 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
         extra.append(seconds)
     sweep_s, watchdog_s = statistics.median(base), statistics.median(extra)
     report.row("health sweep, 200 servers / 10,000 cameras, without watchdog", sweep_s,
-               note="probe + record + pending failovers + swap-backs due (median of 3)")
+               note="probe + record + master + pending failovers + next deadline (median of 3)")
     report.row("  + watchdog (200 volume probes, newest segment of the cameras due)", sweep_s + watchdog_s,
                peer="without", peer_s=sweep_s,
                note=f"{looked} cameras looked at (1/12 due); watchdog alone {watchdog_s:.3f}s; target ratio <= 1.10")

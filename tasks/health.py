@@ -25,7 +25,6 @@ class HealthUpdate:
     results: list[ProbeResult] = field(default_factory=list)
     health_interval_s: float = 10.0
     pending_failovers: list[str] = field(default_factory=list)   # down servers whose stranded cameras can move
-    swap_backs_due: list[str] = field(default_factory=list)
     transitions: list[ServerTransition] = field(default_factory=list)
     recoveries: list[core_failover.RecoveryResult] = field(default_factory=list)
     offline: dict[str, list[str]] = field(default_factory=dict)     # down-in-maintenance server → cameras
@@ -109,7 +108,6 @@ def record_health(results: list[ProbeResult], down_after_s: float, health_interv
         update.new_master = core_failover.ensure_master(session)
         update.pending_failovers = [s for s in core_failover.pending_failovers(session)
                                     if s not in update.of(Transition.down)]
-        update.swap_backs_due = core_failover.swap_back_due(session)
         update.next_deadline = health.next_deadline(inventory.list_servers(session), down_after_s)
     return update
 
