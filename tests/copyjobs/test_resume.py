@@ -82,6 +82,37 @@ def test_a_partial_of_a_source_that_changed_is_restarted(tmp_path: Path) -> None
     assert report.bytes_copied == SIZE and (dst_root / REL).read_bytes() == new
 
 
+@pytest.mark.parametrize("verify", ["hash", "size"])
+def test_a_partial_recorded_for_another_temporary_file_is_restarted(tmp_path: Path, verify: Any) -> None:
+    """The recorded checkpoint names another temporary file (the item's destination changed since, e.g. to a
+    conflict name): the partial found here is not that one, so it is rewritten from the start."""
+    src_root, dst_root = tmp_path / "s", tmp_path / "d"
+    data = source(src_root)
+    tmp = dst_root / temp_name(REL)
+    tmp.parent.mkdir(parents=True)
+    tmp.write_bytes(b"\xee" * (2 << 20))                    # not this source's bytes
+    other = temp_name(REL.replace(".mkv", "~rec3.mkv"))
+    with vol(src_root, "rec2") as src, vol(dst_root, "rec1") as dst:
+        report = copy_files(src, dst, [item(src_root, partial=(other, 1 << 20))], verify=verify)
+    assert [r.status for r in report.results] == ["copied"] and report.bytes_copied == SIZE
+    assert (dst_root / REL).read_bytes() == data
+
+
+@pytest.mark.parametrize("verify", ["hash", "size"])
+def test_a_partial_shorter_than_its_checkpoint_is_restarted(tmp_path: Path, verify: Any) -> None:
+    """The destination lost the tail of an acknowledged partial (a crash before it reached the disk): resuming
+    at the checkpoint would leave a hole, so the file is rewritten from the start."""
+    src_root, dst_root = tmp_path / "s", tmp_path / "d"
+    data = source(src_root)
+    tmp = dst_root / temp_name(REL)
+    tmp.parent.mkdir(parents=True)
+    tmp.write_bytes(data[: 512 << 10])                       # the checkpoint said 1 MiB
+    with vol(src_root, "rec2") as src, vol(dst_root, "rec1") as dst:
+        report = copy_files(src, dst, [item(src_root, partial=(temp_name(REL), 1 << 20))], verify=verify)
+    assert [r.status for r in report.results] == ["copied"] and report.bytes_copied == SIZE
+    assert (dst_root / REL).read_bytes() == data
+
+
 class _Corrupting:
     """A destination that flips one byte of what it is given (a bad disk, a tampering relay)."""
 
@@ -114,6 +145,28 @@ def test_read_back_verification_keeps_the_source_when_the_copy_differs(local_far
                                     _Corrupting(dst), copyjobs.JobOptions())  # type: ignore[arg-type]
     assert list(result.failed) == [REL] and "BLAKE2b" in result.failed[REL] and result.removed == 0
     assert (farm.share("rec2") / REL).read_bytes() == data and not (farm.share("rec1") / REL).exists()
+
+
+class _LosingLastWrite(_Corrupting):
+    """A destination that acknowledges but drops the write at ``offset`` (a lost write)."""
+
+    def open_writer(self, relpath: str, *, truncate_to: int | None = None) -> Any:
+        writer = self.vol.open_writer(relpath, truncate_to=truncate_to)
+        real = writer.write
+        writer.write = lambda offset, data: None if offset == SIZE - (1 << 20) else real(offset, data)  # type: ignore[method-assign]
+        return writer
+
+
+def test_size_verification_refuses_a_copy_that_lost_a_write(tmp_path: Path) -> None:
+    """``--verify size`` still checks the finished temporary file: one short by a lost write is not put in place."""
+    src_root, dst_root = tmp_path / "s", tmp_path / "d"
+    source(src_root)
+    dst_root.mkdir()
+    with vol(src_root, "rec2") as src, vol(dst_root, "rec1") as dst:
+        report = copy_files(src, _LosingLastWrite(dst), [item(src_root)], verify="size",  # type: ignore[arg-type]
+                            chunk_size=1 << 20)
+    assert [r.status for r in report.results] == ["failed"] and "size" in (report.results[0].error or "")
+    assert not (dst_root / REL).exists() and not (dst_root / temp_name(REL)).exists()
 
 
 class _DyingReader(FileReader):
