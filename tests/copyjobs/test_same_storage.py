@@ -80,7 +80,7 @@ def test_a_copy_job_onto_its_own_source_copies_and_deletes_nothing(local_farm: A
         (tmp_path / "alias").symlink_to(path)
         path = tmp_path / "alias"
     home = open_volume(VolumeAccess(server="rec1", drive="D", local_path=str(path)), prefer="local")
-    with farm.volume("rec2") as src, home, pytest.raises(SameStorageError, match="same storage"):
+    with farm.volume("rec2") as src, home, pytest.raises(SameStorageError, match="same device and inode"):
         copyjobs.run_batch(sessions, report.job_id, report.batches[0], src, home, copyjobs.JobOptions())
     assert digest(farm.share("rec2"), files) == files
     with sessions() as s:
