@@ -62,7 +62,7 @@ def test_pruning_never_removes_a_folder_through_a_symlink(tmp_path: Path, monkey
     root = tmp_path / "D"
     doomed = sorted(write_footage(root, "cam-2", 1, meta=False))
     outside = tmp_path / "outside"
-    day = Path(doomed[0]).parts[4]
+    day = Path(doomed[0]).parts[3]                           # video/cam-2/0/<day>/<hour>/<file>
     (outside / day / "10").mkdir(parents=True)              # an empty folder tree elsewhere, same names
     real = local_mod.prune_candidates
 
@@ -82,10 +82,14 @@ def test_the_walk_never_enters_a_symlinked_folder(tmp_path: Path) -> None:
     cam1 = write_footage(root, "cam-1", 4)
     (root / "video" / "cam-2").symlink_to(root / "video" / "cam-1", target_is_directory=True)
     (root / "meta" / "cam-2").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "secret").write_bytes(b"not footage")     # a file symlink named like a segment is not a file
+    hour = (root / sorted(cam1)[0]).parent
+    (hour / "20260301T235900Z.mkv").symlink_to(tmp_path / "secret")
     with volume(root) as vol:
         assert {e.relpath for e in vol.walk()} == set(cam1)
         assert list(vol.walk("video/cam-2")) == [] and list(vol.walk("video/cam-2/0")) == []
         assert {d for d, _ in vol.list_files_by_dir()} >= {"video/cam-1/0/2026-03-01/10"}
         assert not [d for d, _ in vol.list_files_by_dir() if "cam-2" in d]
         result = vol.delete_files([p.replace("cam-1", "cam-2") for p in cam1 if p.startswith("video/")])
+    (hour / "20260301T235900Z.mkv").unlink()
     assert not result.deleted and set(cam1) == files(root, "video") | files(root, "meta")
