@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from farmkeeper.retention import HoldRange, plan_volume
-from farmkeeper.storage.base import Space
+from farmkeeper.retention import HoldRange, plan_volume, read_listing
+from farmkeeper.storage.base import Entry, Space
 from tests.retention.helpers import NOW, STEP, camera, days_back, listing_of, policy, series
 
 T = NOW.timestamp()
@@ -182,6 +182,21 @@ def test_purge_guard_fraction_and_whole_camera() -> None:
     whole = plan_volume(listing_of(days_back("cam-1", 0, 3) + gone), policy([camera("cam-1"), camera("cam-3")]),
                         space=BIG, now=T)
     assert whole.blocked and "cam-3" in whole.alerts[0][1]
+
+
+@pytest.mark.parametrize("share", ["bytes", "files"])
+def test_purge_guard_counts_bytes_and_files_each(share: str) -> None:
+    """More than half of the volume by bytes only (a few large files) or by files only (many tiny ones) trips
+    the guard on its own."""
+    doomed = days_back("cam-1", 0, 10, step=STEP if share == "bytes" else STEP / 8)   # 80 % older than 2 days
+    kept = days_back("cam-2", 0, 10, step=STEP / 8 if share == "bytes" else STEP)
+    big, tiny = (doomed, kept) if share == "bytes" else (kept, doomed)
+    listing = read_listing([*(Entry(r, 10_000, 0.0) for r in big), *(Entry(r, 1, 0.0) for r in tiny)])
+    plan = plan_volume(listing, policy([camera("cam-1", days="2"), camera("cam-2")]), space=BIG, now=T)
+    files_share = len(plan.deletions) / plan.footage_files
+    bytes_share = int(plan.deletions["size"].sum()) / plan.footage_bytes
+    assert (files_share < 0.5 < bytes_share) if share == "bytes" else (bytes_share < 0.5 < files_share)
+    assert plan.blocked and [k for k, _ in plan.alerts] == ["purge_guard"] and list(plan.batches(100)) == []
 
 
 def test_shortfall_reported_when_floors_cut_into_rule() -> None:
