@@ -767,7 +767,7 @@ class Channel:
                 exc2 = ConnectionLost(f"sending to {self.host} failed: {exc}")
                 conn.failure = conn.failure or exc2
                 self.close()
-                raise exc2 from None
+                raise conn.failure from None   # the first cause: the receive loop may have closed it (bad reply)
         return mids
 
     def wait(self, q: queue.SimpleQueue[Reply], n: int) -> dict[Any, tuple[int, Any]]:
