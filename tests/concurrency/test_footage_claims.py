@@ -123,6 +123,25 @@ def test_retention_keeps_the_files_of_a_swap_back_planned_during_its_walk(
         assert claims.live_owners(s) == set(), "the job's claims end with it"
 
 
+def test_retention_keeps_a_running_jobs_files_when_its_worker_died_during_the_walk(
+        inv: Inventory, tmp_path: Path, farm: dict[str, str]) -> None:
+    """The claims of a swap-back planned during the walk are dead (its worker was killed) and taken over at
+    once: the protected set read again right before the batch still keeps the files of the running job."""
+    from farmkeeper.models import FootageClaim
+    from tests.concurrency.test_claims import dead_pid
+
+    vol = volume(tmp_path, "spare1")
+    plan = retention_plan(inv, vol)                    # the walk: all 14 files expired, nothing protected yet
+    job_id = swap_back(inv, tmp_path)
+    with inv.session() as s:                           # its worker dies: the job stays running, its claims die
+        s.execute(sa.update(FootageClaim).where(FootageClaim.owner == f"copy-job-{job_id}")  # type: ignore[arg-type]
+                  .values(pid=dead_pid()))
+    done = sweep(inv, vol, plan)
+    assert done.files == 0 and done.claimed == 2 * FILES and done.claimed_by == {"a running copy job"}
+    assert on_spare1(tmp_path) == set(farm), "retention deleted footage of a running copy job"
+    assert audit_rows(inv) == []
+
+
 def test_a_swap_back_waits_for_the_batch_retention_is_deleting(
         inv: Inventory, tmp_path: Path, farm: dict[str, str]) -> None:
     vol = volume(tmp_path, "spare1")
