@@ -120,11 +120,14 @@ def test_unsigned_listing_replies_end_the_connection(share: Path, relay: SMBRela
         assert str(info.value).startswith(WHERE) and "unsigned reply" in str(info.value)
 
 
-def test_unsigned_tree_connect_refused(share: Path, relay: SMBRelay, samba_farm: SambaFarm) -> None:
-    relay.mutate = tamper(TREE_CONNECT, strip=True, rewrite=False)
+@pytest.mark.parametrize("strip", [True, False], ids=["flag stripped", "flag kept, bytes changed"])
+def test_unsigned_or_forged_tree_connect_refused(share: Path, relay: SMBRelay, samba_farm: SambaFarm,
+                                                 strip: bool) -> None:
+    relay.mutate = tamper(TREE_CONNECT, strip=strip, rewrite=not strip)
     with pytest.raises(StorageUnavailable) as info:
         open_volume(_access(relay, samba_farm))
-    assert str(info.value).startswith(WHERE) and "unsigned reply" in str(info.value), info.value
+    text = str(info.value)
+    assert text.startswith(WHERE) and ("unsigned reply" if strip else "does not verify") in text, text
     assert relay.settle(0) == 0
 
 
