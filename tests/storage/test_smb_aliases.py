@@ -69,6 +69,7 @@ def test_link_to_a_folder_elsewhere_is_skipped_the_real_one_walked(share: Path, 
         link, real = _where(samba_farm, "video/cam-003/0"), _where(samba_farm, "video/cam-001/0")
         assert any(m.startswith(link) and real in m for m in _warnings(caplog)), _warnings(caplog)
         assert list(vol.walk("video/cam-003")) == [] and list(vol.walk("video/cam-003/0")) == []
+        assert list(vol.walk(f"video/cam-003/{DAY}")) == []     # a walk rooted below the link: not walked either
         assert [e.relpath for e in vol.walk("video/cam-001")] == [CAM1_FILE]
         assert vol.count("video") == {("cam-001", 0, "2024-03-01"): 1, ("cam-004", 0, "2024-03-01"): 1}
 
