@@ -22,6 +22,7 @@ from farmkeeper.retention import (
     release_volume,
 )
 from farmkeeper.storage import VolumeAccess, open_volume
+from farmkeeper.storage.base import Space
 from tests.retention.helpers import NOW, camera, days_back, files_under, policy, series, write
 
 T = NOW.timestamp()
@@ -146,3 +147,20 @@ def test_floors_over_samba_on_a_full_share(samba_full_share: Any, inventory_url:
     finally:
         for sub in ("video", "meta"):
             shutil.rmtree(path / sub, ignore_errors=True)
+
+
+def test_only_floor_deletions_feed_the_in_step_step(tmp_path: Path, inventory_url: str) -> None:
+    """What the in-step step deletes on the other write paths comes from the floors' deletions only: an age
+    deletion is each volume's own sweep's (with its own purge guard), never carried over in step."""
+    root = tmp_path / "D"
+    paths = write(root, days_back("cam-1", 0, 10))
+    pol = policy([camera("cam-1")], default_days=7, min_free=10**6 + 100 * 600)
+    with open_volume(VolumeAccess(server="rec1", drive="D", local_path=str(root)), prefer="local") as volume:
+        plan = plan_volume(read_listing(volume.walk()), pol, space=Space(10**9, 10**6), now=T, server="rec1",
+                           drive="D")
+        rules = dict(zip(plan.deletions["relpath"], plan.deletions["rule"], strict=True))
+        floor = {p for p, r in rules.items() if r == "min_free"}
+        assert floor and {p for p, r in rules.items() if r == "age"} and not plan.blocked
+        done = execute_plan(volume, plan, sessions=sessions, run_id="run-1", batch_size=200)
+    assert set(rules) == set(paths) - files_under(root)
+    assert {cam: set(rels) for cam, rels in done.floor_deleted.items()} == {"cam-1": floor}
