@@ -160,3 +160,28 @@ def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(loca
     home = (farm.share("rec1") / changed).parent      # the new bytes at home (a conflict copy beside the first)
     assert any(f.read_bytes().endswith(b"written after the copy") for f in home.iterdir() if f.is_file())
     assert not (farm.share("rec2") / changed).exists()
+
+
+def test_a_copy_that_shrank_at_the_destination_before_the_delete_keeps_its_source(local_farm: Any) -> None:
+    """The destination is listed again right before the sources go: a copy no longer whole there (truncated,
+    replaced) fails verification and its source stays."""
+    farm = local_farm()
+    src_files = write_footage(farm.share("rec2"), "cam-1", 3, size=4096, meta=False)
+    shrunk = sorted(src_files)[0]
+    report = plan(farm)
+
+    def truncate_after_copy(src: Volume, dst: Volume) -> None:
+        real_walk = dst.walk
+
+        def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
+            with (farm.share("rec1") / shrunk).open("r+b") as f:
+                f.truncate(100)
+            return real_walk(*args, **kwargs)
+
+        dst.walk = walk  # type: ignore[method-assign]
+
+    result = run(farm, report, patch=truncate_after_copy)
+    assert shrunk in result.failed and "verification failed" in result.failed[shrunk]
+    assert (farm.share("rec2") / shrunk).is_file(), "the source of a copy not whole at the destination was deleted"
+    assert item_states()[shrunk] == CopyItemState.failed and shrunk not in {p for p, _ in audit_rows()}
+    assert result.removed == len(src_files) - 1
