@@ -53,7 +53,7 @@ from farmkeeper.watch import FarmView, HeldResults, acquire_lease, lease_ttl, re
 from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
 from flows.watchdog import check_volumes_step, watch_recordings_step
-from tasks.common import PLAIN, call, plain_calls, send_notification
+from tasks.common import PLAIN, QUIET, call, plain_calls, send_notification
 from tasks.events import down_context, health_events
 from tasks.farm_status import after_sweep
 from tasks.health import HealthUpdate, load_view, probe, record_health
@@ -387,6 +387,8 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
     lease = Lease(watch, run_id) if params.watch_for > 0 and params.lease else None
     if params.watch_for > 0:   # in the background: the first sweep probes meanwhile
         threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+        plain_calls()
+    quiet = QUIET.set(params.watch_for > 0)   # a watch's sweeps are not task runs (tasks.common.QUIET)
     last: dict[str, Any] = {}
     transitions: list[Any] = []
     interval = DEFAULT_INTERVAL_S
@@ -427,6 +429,7 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
                 if lease is not None and time.monotonic() < next_at and not lease.renew():
                     break
     finally:
+        QUIET.reset(quiet)
         if lease is not None:
             lease.release()
         if watch.engine is not None:

@@ -95,6 +95,10 @@ def run_logger(name: str = __name__) -> Any:
 # The one-sweep CLI uses it when no Prefect API is up; a watching run falls back to it per call when
 # the Prefect API stops answering.
 PLAIN: ContextVar[bool] = ContextVar("farmkeeper_plain", default=False)
+# Set by a watching health-check run around its sweeps: a task called then runs as its plain function (no task
+# run: a sweep every few seconds would add thousands of task runs a day to Prefect's database and load its
+# API), while a flow called then (a failover) is a real subflow run whose own tasks are task runs again.
+QUIET: ContextVar[bool] = ContextVar("farmkeeper_quiet_tasks", default=False)
 
 
 def prefect_unreachable(exc: BaseException) -> bool:
@@ -121,12 +125,20 @@ def plain_calls() -> None:
         if getattr(cls, "_farmkeeper_plain_calls", False):
             continue
         original = cls.__call__
+        is_task = cls is Task
 
-        def __call__(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:  # noqa: N807
-            if PLAIN.get():
+        def __call__(self: Any, *args: Any, _original: Any = original, _task: bool = is_task,  # noqa: N807
+                     **kwargs: Any) -> Any:
+            if PLAIN.get() or (_task and QUIET.get()):
                 kwargs.pop("return_state", None)
                 kwargs.pop("wait_for", None)
                 return self.fn(*args, **kwargs)
+            if not _task and QUIET.get():      # a subflow of a quiet sweep records its tasks again
+                token = QUIET.set(False)
+                try:
+                    return _original(self, *args, **kwargs)
+                finally:
+                    QUIET.reset(token)
             return _original(self, *args, **kwargs)
 
         cls.__call__ = __call__  # type: ignore[method-assign]
