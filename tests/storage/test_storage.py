@@ -279,6 +279,36 @@ def test_copy_hash_detects_same_size_different_content(pair: tuple[Volume, Volum
     assert copy_files(src, dst, _items(src), verify="hash").results[0].status == "conflict"
 
 
+@pytest.mark.parametrize("size", [4096, 2 << 20], ids=["small", "large"])   # both sides of copy.SMALL_FILE
+@pytest.mark.parametrize("backend", ["local", "smb"])
+def test_a_different_destination_is_never_taken_for_the_copy_nor_overwritten(
+        pair: tuple[Volume, Volume, Path, Path], tmp_path: Path, backend: str, size: int) -> None:
+    """A destination of the same size and mtime but other bytes is not "identical" (the source would be
+    deleted as copied): the copy goes to the conflict name; when that name holds other bytes too, the file
+    fails and neither is overwritten; when it holds these bytes, nothing is copied again."""
+    if backend == "smb":
+        src, dst, src_root, dst_root = pair
+    else:
+        src_root, dst_root = tmp_path / "s", tmp_path / "d"
+        src_root.mkdir(), dst_root.mkdir()
+        src = open_volume(VolumeAccess("rec2", "D", local_path=str(src_root)), prefer="local")
+        dst = open_volume(VolumeAccess("rec1", "D", local_path=str(dst_root)), prefer="local")
+    ours, theirs, third = (hashlib.shake_256(seed).digest(size) for seed in (b"ours", b"theirs", b"third"))
+    _make(src_root, F1, ours)
+    _make(dst_root, F1, theirs)                              # same size, same mtime, other footage
+    conflict = f"{HOUR}/20240301T100000Z~{src.server}.mkv"
+    (first,) = copy_files(src, dst, _items(src)).results
+    assert (first.status, first.dst_relpath) == ("conflict", conflict)
+    assert (dst_root / F1).read_bytes() == theirs and (dst_root / conflict).read_bytes() == ours
+    (again,) = copy_files(src, dst, _items(src)).results     # the conflict copy is these bytes: not copied again
+    assert (again.status, again.bytes) == ("conflict", 0)
+    _make(dst_root, conflict, third)                         # the conflict name now holds other bytes too
+    (failed,) = copy_files(src, dst, _items(src)).results
+    assert failed.status == "failed" and "both exist" in (failed.error or "")
+    assert (dst_root / F1).read_bytes() == theirs and (dst_root / conflict).read_bytes() == third
+    assert not list(dst_root.rglob("*.fkpart"))
+
+
 def test_copy_local_to_smb_with_cap_and_dst_name(pair: tuple[Volume, Volume, Path, Path],
                                                  samba_farm: SambaFarm) -> None:
     _src, dst, src_root, dst_root = pair
