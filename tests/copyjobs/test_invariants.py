@@ -7,6 +7,7 @@ Crash points: after the copy but before its result is recorded; after verificati
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,8 @@ def test_a_failed_source_delete_is_audited_as_failed_and_retried(local_farm: Any
     assert result.removed == 1 and audit_rows() == sorted((p, audit.DELETED) for p in src_files)
 
 
-def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(local_farm: Any) -> None:
+@pytest.mark.parametrize("change", ["appended", "rewritten same size"])
+def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(local_farm: Any, change: str) -> None:
     farm = local_farm()
     src_files = write_footage(farm.share("rec2"), "cam-1", 4, size=4096, meta=False)
     changed = sorted(src_files)[0]
@@ -141,8 +143,14 @@ def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(loca
         real_walk = dst.walk
 
         def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
-            with (farm.share("rec2") / changed).open("ab") as f:
-                f.write(b"written after the copy")
+            path = farm.share("rec2") / changed
+            if change == "appended":
+                with path.open("ab") as f:
+                    f.write(b"written after the copy")
+            else:                                         # same size, new bytes, a later mtime
+                st = path.stat()
+                path.write_bytes(path.read_bytes()[:-22] + b"written after the copy")
+                os.utime(path, (st.st_atime, st.st_mtime + 10))
             return real_walk(*args, **kwargs)
 
         dst.walk = walk  # type: ignore[method-assign]
