@@ -193,3 +193,25 @@ def test_a_copy_that_shrank_at_the_destination_before_the_delete_keeps_its_sourc
     assert (farm.share("rec2") / shrunk).is_file(), "the source of a copy not whole at the destination was deleted"
     assert item_states()[shrunk] == CopyItemState.failed and shrunk not in {p for p, _ in audit_rows()}
     assert result.removed == len(src_files) - 1
+
+
+def test_a_job_taken_away_before_the_delete_deletes_nothing(local_farm: Any) -> None:
+    """Every delete chunk starts with the job's heartbeat in the transaction that writes its audit rows: a
+    job cancelled or failed elsewhere after its copies (an operator, another run) deletes no source."""
+    farm = local_farm()
+    src_files = write_footage(farm.share("rec2"), "cam-1", 3, size=4096, meta=False)
+    report = plan(farm)
+
+    def fail_after_copy(src: Volume, dst: Volume) -> None:
+        real_walk = dst.walk
+
+        def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
+            with sessions() as s:
+                copyjobs.fail_job(s, report.job_id or 0, "cancelled by the operator")
+            return real_walk(*args, **kwargs)
+
+        dst.walk = walk  # type: ignore[method-assign]
+
+    with pytest.raises(copyjobs.JobGoneError, match="no longer running"):
+        run(farm, report, patch=fail_after_copy)
+    assert digest(farm.share("rec2"), src_files) == src_files and audit_rows() == []
