@@ -12,6 +12,7 @@ import pytest
 from sqlmodel import select
 
 from farmkeeper import copyjobs
+from farmkeeper.copyjobs.batch import origin_of
 from farmkeeper.errors import StorageUnavailable
 from farmkeeper.models import CopyItem, CopyItemState
 from farmkeeper.storage import CopyItem as StorageItem
@@ -167,6 +168,30 @@ def test_size_verification_refuses_a_copy_that_lost_a_write(tmp_path: Path) -> N
                             chunk_size=1 << 20)
     assert [r.status for r in report.results] == ["failed"] and "size" in (report.results[0].error or "")
     assert not (dst_root / REL).exists() and not (dst_root / temp_name(REL)).exists()
+
+
+@pytest.mark.parametrize("verify", ["hash", "size"])
+def test_a_checkpoint_recorded_for_another_origin_is_not_resumed(local_farm: Any, verify: Any) -> None:
+    """The item's checkpoint was recorded while copying from another origin (another source server's file of
+    that name): the partial at the destination holds those bytes, so it is rewritten, not resumed."""
+    farm: LocalFarm = local_farm()
+    data = source(farm.share("rec2"))
+    report = plan(farm, copyjobs.JobOptions(verify=verify))
+    assert report.job_id is not None
+    tmp = farm.share("rec1") / temp_name(REL)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(b"\xee" * (2 << 20))                   # rec3's bytes, checkpointed at 1 MiB
+    with sessions() as s:
+        row = s.exec(select(CopyItem)).one()
+        assert row.partial_path is None
+        row.partial_path, row.partial_bytes = temp_name(REL), 1 << 20
+        row.partial_origin = origin_of(row).replace("rec2|", "rec3|", 1)
+        s.add(row)
+    with farm.volume("rec2") as src, farm.volume("rec1") as dst:
+        result = copyjobs.run_batch(sessions, report.job_id, report.batches[0], src, dst,
+                                    copyjobs.JobOptions(verify=verify))
+    assert result.copied == 1 and result.bytes_copied == SIZE and not result.failed
+    assert (farm.share("rec1") / REL).read_bytes() == data
 
 
 class _DyingReader(FileReader):
