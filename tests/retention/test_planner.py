@@ -111,6 +111,17 @@ def test_unknown_cameras_and_non_layout_left_alone() -> None:
     assert not planned(plan) & set(junk)
 
 
+def test_the_floors_never_take_footage_of_unknown_cameras() -> None:
+    """Below a free-space floor the oldest footage goes first, but never an unknown camera's (however old):
+    the floor stays unmet and the alert says what is kept."""
+    ghost = days_back("ghost", 0, 10, now=NOW - timedelta(days=20))
+    paths = days_back("cam-1", 0, 2) + ghost
+    plan = plan_volume(listing_of(paths), policy([camera("cam-1")], min_free=10**6 + 100 * 400),
+                       space=Space(10**9, 10**6), now=T, force=True)
+    assert not planned(plan) & set(ghost) and all(p.startswith("video/cam-1/") for p in planned(plan))
+    assert not plan.floors_met and "unknown cameras ghost" in plan.alerts[0][1]
+
+
 def test_in_flight_copy_paths_skipped() -> None:
     paths = days_back("cam-1", 0, 10)
     old = sorted(older_than(paths, 7))
