@@ -11,7 +11,7 @@ import yaml
 from sqlmodel import select
 
 from farmkeeper import copyjobs
-from farmkeeper.errors import FarmFileError
+from farmkeeper.errors import FarmFileError, StoragePermission
 from farmkeeper.farmfile import parse_farm_file
 from farmkeeper.models import CopyItem, CopyItemState, DeletionAudit
 from farmkeeper.samestorage import SameStorageError, VolumeRef, prove_distinct, same_storage_pairs
@@ -104,3 +104,32 @@ def test_the_same_share_over_samba_is_recognised_by_a_probe(samba_farm: Any) -> 
         prove_distinct(a, open_volume(server.access("E", server="rec1"), prefer="smb"))
     assert not [p for p in server.share_path("DATAD").rglob("*") if p.is_file()]
     assert os.listdir(server.share_path("DATAD")) in ([], [".farmkeeper"])
+
+
+class _ReadOnly:
+    """A volume that cannot be written through (a read-only share or mount)."""
+
+    def __init__(self, vol: Any) -> None:
+        self.vol = vol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vol, name)
+
+    def __repr__(self) -> str:
+        return repr(self.vol)
+
+    def write_bytes(self, relpath: str, data: bytes, *args: Any, **kwargs: Any) -> None:
+        raise StoragePermission(13, "read-only (test)", server=self.vol.server, share=self.vol.share, path=relpath)
+
+
+@pytest.mark.samba
+def test_the_probe_goes_the_other_way_through_a_read_only_volume_and_never_passes_unproven(samba_farm: Any) -> None:
+    server = samba_farm.servers[0]
+    a = open_volume(server.access("D", server="rec1"), prefer="smb")
+    same = open_volume(server.access("D", server="rec2"), prefer="smb")
+    with a, same:
+        for x, y in ((_ReadOnly(a), same), (a, _ReadOnly(same))):
+            with pytest.raises(SameStorageError, match="probe file"):
+                prove_distinct(x, y)                                  # type: ignore[arg-type]
+        with pytest.raises(StoragePermission):                        # no proof either way: refused, not passed
+            prove_distinct(_ReadOnly(a), _ReadOnly(same))             # type: ignore[arg-type]
