@@ -387,8 +387,9 @@ def _watchdog_sweep(engine: Any, opener: Any) -> tuple[float, int]:
     with Session(engine) as s:
         vchecks = watchdog.plan_volume_checks(s)
         checks = watchdog.plan_checks(s)
-    probes = watchdog.probe_volumes(vchecks, opener)
-    sightings = watchdog.look(checks, opener)
+    local = {c.server for c in vchecks}      # every volume here is a local path (as tasks.watchdog.opener says)
+    probes = watchdog.probe_volumes(vchecks, opener, local=local)
+    sightings = watchdog.look(checks, opener, local=local)
     with Session(engine) as s:
         watchdog.record_volume_probes(s, probes)
         watchdog.record_sightings(s, sightings, checks=checks)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -218,8 +218,10 @@ def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
     return Sighting(check.camera, newest, length)
 
 
-def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: float | None = None) -> list[Sighting]:
-    """Look at every check; one thread per server (its volumes' connections are reused by its cameras).
+def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: float | None = None,
+         local: Collection[str] = ()) -> list[Sighting]:
+    """Look at every check; one thread per SMB server (its volumes' connections are reused by its cameras),
+    one for the servers in ``local`` (see ``_per_server``).
 
     A server that has not answered within ``deadline_s`` gets an error sighting: a hung share never
     holds up the sweep (and so the detection of down servers) for longer than that.
@@ -234,7 +236,7 @@ def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: fl
     def late(items: list[WatchCheck]) -> list[Sighting]:
         return [Sighting(c.camera, error=f"no answer from {c.server} within {deadline_s:g} s") for c in items]
 
-    return _per_server(by_server, one_server, late, deadline_s, "watchdog")
+    return _per_server(by_server, one_server, late, deadline_s, "watchdog", local)
 
 
 # --- recording watchdog: record -----------------------------------------------------------------
@@ -432,8 +434,9 @@ def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumePro
 
 
 def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener, now: datetime | None = None,
-                  deadline_s: float | None = None) -> list[VolumeProbe]:
-    """Probe every volume; one thread per server (no answer within ``deadline_s``: a failed probe)."""
+                  deadline_s: float | None = None, local: Collection[str] = ()) -> list[VolumeProbe]:
+    """Probe every volume; one thread per SMB server, one for the ``local`` ones (see ``_per_server``; no
+    answer within ``deadline_s``: a failed probe)."""
     now = now or utcnow()
     by_server: dict[str, list[VolumeCheck]] = {}
     for check in checks:
@@ -453,7 +456,7 @@ def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener, now:
     def late(items: list[VolumeCheck]) -> list[VolumeProbe]:
         return [VolumeProbe(c.server, c.drive, f"no answer within {deadline_s:g} s") for c in items]
 
-    return _per_server(by_server, one_server, late, deadline_s, "volume-probe")
+    return _per_server(by_server, one_server, late, deadline_s, "volume-probe", local)
 
 
 class _Pools:
@@ -484,19 +487,31 @@ _POOLS = _Pools()
 
 
 def _per_server(groups: dict[str, list[C]], work: Callable[[list[C]], list[R]], late: Callable[[list[C]], list[R]],
-                deadline_s: float | None, name: str) -> list[R]:
-    """``work`` on each server's group in a thread; groups not done by the deadline give ``late`` results."""
+                deadline_s: float | None, name: str, local: Collection[str] = ()) -> list[R]:
+    """``work`` on each server's group; groups not done by the deadline give ``late`` results.
+
+    Each server reached over SMB gets its own thread (its round trips overlap the others'). The servers in
+    ``local`` (volumes on local paths: plain syscalls, nothing to overlap) share one thread: 200 threads
+    contending for the GIL over microsecond syscalls cost 4x the work itself. A hung local mount makes that
+    lane late (every server in it reported so), never the sweep.
+    """
     if not groups:
         return []
     pool = _POOLS.get(name)
-    futures = {server: pool.submit(work, items) for server, items in groups.items()}
-    done, pending = wait(futures.values(), timeout=deadline_s)
+    shared = [server for server in groups if server in local]
+    lanes = [[server] for server in groups if server not in local] + ([shared] if shared else [])
+
+    def run(servers: list[str]) -> dict[str, list[R]]:
+        return {server: work(groups[server]) for server in servers}
+
+    futures = [(lane, pool.submit(run, lane)) for lane in lanes]
+    done, pending = wait([f for _, f in futures], timeout=deadline_s)
     if pending:                       # a hung share holds a thread: this pool is left to finish on its own
         _POOLS.discard(name, pool)
-    out: list[R] = []
-    for server, future in futures.items():
-        out += future.result() if future in done else late(groups[server])
-    return out
+    results: dict[str, list[R]] = {}
+    for lane, future in futures:
+        results |= future.result() if future in done else {server: late(groups[server]) for server in lane}
+    return [r for server in groups for r in results[server]]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def report_continuity(cameras: list[str] | None, start: datetime, end: datetime)
         volumes = {cam: continuity.camera_volumes(session, cam) for cam in ids}
     servers = sorted({server for vols in volumes.values() for server, _ in vols})
     reports = []
-    with opener(servers) as open_one:
+    with opener(servers) as (open_one, _local):
         for cam in ids:
             report = continuity.continuity(cam, start, end, volumes[cam], open_one)
             if report.errors:

@@ -60,10 +60,14 @@ POOL = VolumePool()
 
 
 @contextmanager
-def opener(servers: list[str]) -> Iterator[watchdog.VolumeOpener]:
-    """``(server, drive) → Volume`` for the named servers (credentials resolved once per sweep)."""
+def opener(servers: list[str]) -> Iterator[tuple[watchdog.VolumeOpener, set[str]]]:
+    """``(server, drive) → Volume`` for the named servers (credentials resolved once per sweep), and the
+    servers whose volumes are all configured as local paths (from the settings: nothing is touched here)."""
     accesses = {(v.server, v.drive): v.access for v in farm_volumes(sorted(set(servers)))}
     prefer = storage_prefer()
+    smb = {server for (server, _), a in accesses.items()
+           if prefer == "smb" or (prefer == "auto" and not a.local_path)}
+    local = {server for server, _ in accesses} - smb
 
     def open_one(server: str, drive: str) -> Volume:
         access = accesses.get((server, drive))
@@ -71,7 +75,7 @@ def opener(servers: list[str]) -> Iterator[watchdog.VolumeOpener]:
             raise LookupError(f"no volume {drive}: on {server}")
         return POOL.get(access, prefer)
 
-    yield open_one
+    yield open_one, local
 
 
 def _deadline(session: Session) -> float:
@@ -88,8 +92,8 @@ def watch_recordings() -> watchdog.WatchUpdate:
         deadline = _deadline(session)
     if not checks:
         return watchdog.WatchUpdate()
-    with opener([c.server for c in checks]) as open_one:
-        sightings = watchdog.look(checks, open_one, deadline_s=deadline)
+    with opener([c.server for c in checks]) as (open_one, local):
+        sightings = watchdog.look(checks, open_one, deadline_s=deadline, local=local)
     with inventory_session() as session:
         update = watchdog.record_sightings(session, sightings, checks=checks)
     if update.errors:
@@ -106,8 +110,8 @@ def check_volumes() -> watchdog.VolumeUpdate:
         deadline = _deadline(session)
     if not checks:
         return watchdog.VolumeUpdate()
-    with opener([c.server for c in checks]) as open_one:
-        probes = watchdog.probe_volumes(checks, open_one, deadline_s=deadline)
+    with opener([c.server for c in checks]) as (open_one, local):
+        probes = watchdog.probe_volumes(checks, open_one, deadline_s=deadline, local=local)
     with inventory_session() as session:
         return watchdog.record_volume_probes(session, probes)
 

@@ -200,3 +200,43 @@ def test_read_only_volume_fails_its_cameras_over_after_down_after_and_recovers(
     assert [(t.server, t.failed) for t in back.transitions] == [("p1", False)] and back.fail_over == {}
     with db() as s:
         assert apply_recovery(s, "p1").became_redundant                    # camera-less: redundant, like a server
+
+
+def test_local_servers_share_one_lane_and_a_hung_one_makes_only_that_lane_late() -> None:
+    """Servers on local paths run one after another in one thread; SMB servers each in their own. A hung
+    local mount makes the local lane late (all of it), never the SMB servers' results or the caller."""
+    import threading
+
+    from farmkeeper.watchdog import _per_server
+
+    release = threading.Event()
+    smb_together = threading.Barrier(2, timeout=5)   # passes only if both SMB servers are in flight at once
+    local_in_flight: list[int] = [0]
+    local_max: list[int] = [0]
+    lock = threading.Lock()
+
+    def work(items: list[str]) -> list[str]:
+        name = items[0]
+        if name == "hung":
+            release.wait(10)
+        elif name in ("s1", "s2"):
+            smb_together.wait()
+        elif name.startswith("l"):
+            with lock:
+                local_in_flight[0] += 1
+                local_max[0] = max(local_max[0], local_in_flight[0])
+            release.wait(0.1)
+            with lock:
+                local_in_flight[0] -= 1
+        return [f"ok {name}"]
+
+    groups = {name: [name] for name in ("l1", "l2", "l3", "s1", "s2")}
+    out = _per_server(groups, work, lambda items: [f"late {items[0]}"], 5, "test-lanes", local={"l1", "l2", "l3"})
+    assert out == ["ok l1", "ok l2", "ok l3", "ok s1", "ok s2"]
+    assert local_max[0] == 1, "the local servers ran one after another"
+    groups = {name: [name] for name in ("hung", "l2", "s3")}
+    try:
+        out = _per_server(groups, work, lambda items: [f"late {items[0]}"], 0.5, "test-lanes", local={"hung", "l2"})
+    finally:
+        release.set()
+    assert out == ["late hung", "late l2", "ok s3"]
