@@ -132,6 +132,20 @@ def test_a_failed_source_delete_is_audited_as_failed_and_retried(local_farm: Any
     assert result.removed == 1 and audit_rows() == sorted((p, audit.DELETED) for p in src_files)
 
 
+def at_verification_listing(action: Callable[[], None]) -> Callable[[Volume, Volume], None]:
+    """A ``run`` patch: ``action`` runs when the job lists the destination to verify (the copies are done)."""
+    def patch(src: Volume, dst: Volume) -> None:
+        real_walk = dst.walk
+
+        def walk(*args: Any, **kwargs: Any) -> Any:
+            action()
+            return real_walk(*args, **kwargs)
+
+        dst.walk = walk  # type: ignore[method-assign]
+
+    return patch
+
+
 @pytest.mark.parametrize("change", ["appended", "rewritten same size"])
 def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(local_farm: Any, change: str) -> None:
     farm = local_farm()
@@ -139,23 +153,17 @@ def test_a_source_changed_after_its_copy_is_not_deleted_and_is_copied_again(loca
     changed = sorted(src_files)[0]
     report = plan(farm)
 
-    def write_after_copy(src: Volume, dst: Volume) -> None:
-        real_walk = dst.walk
+    def write_after_copy() -> None:
+        path = farm.share("rec2") / changed
+        if change == "appended":
+            with path.open("ab") as f:
+                f.write(b"written after the copy")
+        else:                                         # same size, new bytes, a later mtime
+            st = path.stat()
+            path.write_bytes(path.read_bytes()[:-22] + b"written after the copy")
+            os.utime(path, (st.st_atime, st.st_mtime + 10))
 
-        def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
-            path = farm.share("rec2") / changed
-            if change == "appended":
-                with path.open("ab") as f:
-                    f.write(b"written after the copy")
-            else:                                         # same size, new bytes, a later mtime
-                st = path.stat()
-                path.write_bytes(path.read_bytes()[:-22] + b"written after the copy")
-                os.utime(path, (st.st_atime, st.st_mtime + 10))
-            return real_walk(*args, **kwargs)
-
-        dst.walk = walk  # type: ignore[method-assign]
-
-    result = run(farm, report, patch=write_after_copy)
+    result = run(farm, report, patch=at_verification_listing(write_after_copy))
     assert changed in result.failed and "source changed after its copy" in result.failed[changed]
     assert (farm.share("rec2") / changed).is_file(), "a source changed after its copy is never deleted"
     assert item_states()[changed] == CopyItemState.pending
@@ -178,17 +186,11 @@ def test_a_copy_that_shrank_at_the_destination_before_the_delete_keeps_its_sourc
     shrunk = sorted(src_files)[0]
     report = plan(farm)
 
-    def truncate_after_copy(src: Volume, dst: Volume) -> None:
-        real_walk = dst.walk
+    def truncate_after_copy() -> None:
+        with (farm.share("rec1") / shrunk).open("r+b") as f:
+            f.truncate(100)
 
-        def walk(*args: Any, **kwargs: Any) -> Any:     # the verification listing: the copies are done
-            with (farm.share("rec1") / shrunk).open("r+b") as f:
-                f.truncate(100)
-            return real_walk(*args, **kwargs)
-
-        dst.walk = walk  # type: ignore[method-assign]
-
-    result = run(farm, report, patch=truncate_after_copy)
+    result = run(farm, report, patch=at_verification_listing(truncate_after_copy))
     assert shrunk in result.failed and "verification failed" in result.failed[shrunk]
     assert (farm.share("rec2") / shrunk).is_file(), "the source of a copy not whole at the destination was deleted"
     assert item_states()[shrunk] == CopyItemState.failed and shrunk not in {p for p, _ in audit_rows()}
