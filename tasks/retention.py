@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -101,10 +103,10 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
             if busy:
                 return {"server": server, "drive": drive, "volume": f"\\\\{server}\\DATA{drive}",
                         "skipped": f"another retention sweep (run {busy}) is working on this volume"}
-    access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
-    if access is None:
-        raise NotFoundError(f"server {server} has no volume {drive}")
-    try:
+    with _volume_leased(server, drive, run_id, held=not dry_run):
+        access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
+        if access is None:
+            raise NotFoundError(f"server {server} has no volume {drive}")
         with open_volume(access, prefer=storage_prefer()) as volume:  # type: ignore[arg-type]
             space = volume.space()
             listing = core.read_listing(volume.walk())
@@ -131,15 +133,23 @@ def sweep_volume(server: str, drive: str, *, run_id: str, dry_run: bool = False,
                     report |= _in_step_sources(planned, write_drives)
                 return report
             done, after = _carry_out(volume, plan, run_id=run_id, batch_size=batch_size)
-    finally:
-        if not dry_run:
-            with inventory_session() as session:
-                core.release_volume(session, server, drive, run_id)
     report = _record(plan, done, after, report, started, failed_what="files") | _in_step_sources(
         done.floor_deleted, write_drives)
     logger.info("%s: deleted %d files (%d bytes), %d already gone, %d failed; free %d -> %d", plan.label,
                 done.files, done.bytes, done.missing, len(done.failed), space.free, after.free)
     return report
+
+
+@contextmanager
+def _volume_leased(server: str, drive: str, run_id: str, *, held: bool) -> Iterator[None]:
+    """The volume's sweep lease (taken with ``claim_volume`` when ``held``) is released however the sweep
+    ends: done, failed, or with nothing to do (no such volume)."""
+    try:
+        yield
+    finally:
+        if held:
+            with inventory_session() as session:
+                core.release_volume(session, server, drive, run_id)
 
 
 def _carry_out(volume: Any, plan: core.VolumePlan, *, run_id: str, batch_size: int) -> tuple[core.Execution, Any]:
@@ -213,10 +223,10 @@ def sweep_in_step(server: str, drive: str, sources: dict[str, dict[str, list[str
                         f"(run {busy}) is working on this volume")
                 logger.warning("%s", text)
                 return base | {"skipped": text, "alerts": [text], "new_alerts": [text]}
-    access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
-    if access is None:
-        return base | {"skipped": f"server {server} has no volume {drive}: nothing to keep in step there"}
-    try:
+    with _volume_leased(server, drive, run_id, held=not dry_run):
+        access = next((v.access for v in farm_volumes([server]) if v.drive == drive), None)
+        if access is None:
+            return base | {"skipped": f"server {server} has no volume {drive}: nothing to keep in step there"}
         with open_volume(access, prefer=storage_prefer()) as volume:  # type: ignore[arg-type]
             space = volume.space()
             listing = core.read_listing(volume.walk())
@@ -231,10 +241,6 @@ def sweep_in_step(server: str, drive: str, sources: dict[str, dict[str, list[str
                 report["free_after"] = plan.expected_free
                 return report
             done, after = _carry_out(volume, plan, run_id=run_id, batch_size=batch_size)
-    finally:
-        if not dry_run:
-            with inventory_session() as session:
-                core.release_volume(session, server, drive, run_id)
     report = _record(plan, done, after, report, started, failed_what="in-step copies", keep_alerts=True)
     logger.info("%s: deleted %d copies in step with %s (%d bytes), %d held, %d of a copy job kept", plan.label,
                 done.files, ", ".join(sorted(sources)), done.bytes, plan.kept["held"]["files"],
