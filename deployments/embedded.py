@@ -48,6 +48,7 @@ def server_env(home: Path, port: int, database_url: str | None = None) -> dict[s
         "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": "1800",
         "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{int(EVENT_RETENTION.total_seconds())}S",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",  # a 503 (SQLite busy) says why in the server's log
         "PREFECT_UI_ENABLED": "true",
     }
 
