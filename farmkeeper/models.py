@@ -36,6 +36,32 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # SQLite keeps datetimes as text: ``YYYY-MM-DD HH:MM:SS.ffffff``, the format SQLAlchemy's own SQLite DATETIME
+    # writes and reads. Converting straight to and from it (``isoformat``/``fromisoformat``, in C) costs a
+    # tenth of SQLAlchemy's regex and %-formatting chain, which every sweep pays thousands of times.
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat(" ", "microseconds")
+        return process
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | datetime | None) -> datetime | None:
+            if value is None:
+                return None
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return process
+
 
 def _ts(nullable: bool = True, **kw: Any) -> Any:
     return Field(default=None if nullable else ..., sa_type=UTCDateTime, nullable=nullable, **kw)

@@ -27,21 +27,23 @@ The I/O (listing, probing) happens between two short transactions: ``plan_*`` re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from farmkeeper import inventory
+from farmkeeper.db import BulkUpdate
 from farmkeeper.errors import FarmkeeperError, SpecError
 from farmkeeper.failover import camera_drives
-from farmkeeper.layout import segment_start, video_hour_folder
+from farmkeeper.layout import VIDEO, segment_start, video_hour_folder
 from farmkeeper.models import (
     Camera,
     CameraState,
@@ -70,6 +72,21 @@ R = TypeVar("R")
 # --- recording watchdog: plan -------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Planned:
+    """What the plan read of a camera (its row and watch row), so recording the sighting reads nothing again.
+
+    Every write made from it is a compare-and-set on the camera's ``current`` (and state): a camera moved
+    between the plan and the record is left alone, and its watch row is renewed at its next look."""
+
+    state: CameraState
+    stall_after_s: float | None          # the camera's own (None: the farm's)
+    failover_stalled: bool | None
+    movable: bool
+    up_at: datetime | None               # its server's last state change
+    watch: _Watch | None
+
+
+@dataclass(frozen=True)
 class WatchCheck:
     """One camera to look at: the hour folders (newest first) on each of its write drives."""
 
@@ -77,6 +94,7 @@ class WatchCheck:
     server: str
     drives: tuple[str, ...]
     folders: tuple[str, ...]
+    planned: Planned | None = field(default=None, compare=False, repr=False)
 
 
 def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ...]:
@@ -88,6 +106,21 @@ def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ..
         out.append(video_hour_folder(camera, WATCH_STREAM, moment))
         moment -= timedelta(hours=1)
     return tuple(out)
+
+
+class _HourFolders:
+    """``hour_folders`` for many cameras at one ``now``: the date/hour part of each folder formatted once."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now_hour = int(now.timestamp()) // 3600
+        self._tails: list[str] = []
+
+    def back_to(self, camera: str, back_to: datetime) -> tuple[str, ...]:
+        count = min(48, max(0, self.now_hour - int(back_to.timestamp()) // 3600 + 1))
+        while len(self._tails) < count:
+            moment = datetime.fromtimestamp((self.now_hour - len(self._tails)) * 3600, UTC)
+            self._tails.append(video_hour_folder("", WATCH_STREAM, moment).split("/", 3)[3])
+        return tuple(f"{VIDEO}/{camera}/{WATCH_STREAM}/{tail}" for tail in self._tails[:count])
 
 
 def _alive_until(last: datetime | None, segment_s: float | None, since: datetime, stall_after_s: float) -> datetime:
@@ -111,9 +144,10 @@ def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool
     for server_name, drive in session.execute(sa.select(VolumeRow.server_name, VolumeRow.drive)):  # type: ignore[call-overload]
         drives.setdefault(server_name, set()).add(drive.upper())
     failed = failed_volumes(session)
+    watch = CameraWatch.__table__.c  # type: ignore[attr-defined]
     rows = session.execute(
-        sa.select(Camera.id, Camera.current, Camera.state, Camera.storage_path, Camera.stall_after_s,  # type: ignore[call-overload, misc]
-                  CameraWatch.server, CameraWatch.since, CameraWatch.last_segment_at, CameraWatch.segment_s)
+        sa.select(Camera.id, Camera.current, Camera.state, Camera.storage_path, Camera.stall_after_s,  # type: ignore[call-overload]
+                  Camera.failover_stalled, Camera.movable, *(watch[name] for name in _WATCH_COLUMNS))
         .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
         .where(col(Camera.state).in_([CameraState.recording, CameraState.stalled]),
                col(Camera.current).in_(list(live)))
@@ -123,24 +157,32 @@ def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool
             col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, farm))))
     ).all()
     paths: dict[str | None, tuple[str, ...]] = {}
+    hours = _HourFolders(now)
+    own_drives: dict[tuple[str | None, str], tuple[str, ...]] = {}
     checks = []
-    for cam_id, current, state, storage_path, cam_stall, w_server, w_since, w_last, w_seg in rows:
-        if storage_path not in paths:
-            paths[storage_path] = _drives(storage_path, default_drive)
-        own = tuple(d for d in paths[storage_path] if d in drives.get(current, ()))
+    for cam_id, current, state, storage_path, cam_stall, cam_failover_stalled, movable, *w in rows:
+        w_id, w_server, w_since, w_last, w_seg = w[:5]
+        own = own_drives.get((storage_path, current))
+        if own is None:
+            if storage_path not in paths:
+                paths[storage_path] = _drives(storage_path, default_drive)
+            own = own_drives[(storage_path, current)] = tuple(
+                d for d in paths[storage_path] if d in drives.get(current, ()))
         if not own or all((current, d) in failed for d in own):
             continue                      # nothing to record on, or storage failure owns it
         stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
         back_to = now - timedelta(seconds=stall_after + 3600)
         due = True
+        up_at = live[current]
         if w_server == current and w_since is not None:
-            up_at = live[current]
             since = max(w_since, up_at) if up_at is not None else w_since
             due = state == CameraState.stalled or now >= _alive_until(w_last, w_seg, since, stall_after)
             if w_last is not None:
                 back_to = max(back_to, w_last)
         if due or everyone:
-            checks.append(WatchCheck(cam_id, current, own, hour_folders(cam_id, now, back_to)))
+            planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at,
+                              _Watch(*w) if w_id is not None else None)
+            checks.append(WatchCheck(cam_id, current, own, hours.back_to(cam_id, back_to), planned))
     return checks
 
 
@@ -175,14 +217,22 @@ class Sighting:
     error: str | None = None
 
 
-def closed_starts(volume: Volume, folder: str) -> list[datetime]:
-    """Starts of the closed segments in one hour folder (a missing folder: none), sorted."""
-    starts = []
-    for _dir, names in volume.list_files_by_dir(folder):
-        for name in names:
-            start = segment_start(name)
-            if start is not None:
-                starts.append(start)
+NEWEST_STARTS = 4           # the usual segment length is the shortest step among the newest 4 segments
+
+
+def closed_starts(volume: Volume, folder: str, newest: int | None = NEWEST_STARTS) -> list[datetime]:
+    """Starts of the newest ``newest`` closed segments in one hour folder (a missing folder: none), sorted.
+
+    Segment names begin with their fixed-width UTC stamp, so the newest names sort last: only those are
+    parsed (an hour of 1-minute segments is 60 names per camera; a sweep looks at hundreds of cameras).
+    """
+    starts: set[datetime] = set()
+    for name in sorted(volume.folder_names(folder), reverse=True):
+        start = segment_start(name)
+        if start is not None:
+            starts.add(start)            # a conflict copy (same stamp, ``~server``) is the same moment
+            if newest is not None and len(starts) >= newest:
+                break
     return sorted(starts)
 
 
@@ -297,15 +347,41 @@ def _load(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, _
     return cams, watches
 
 
+def _planned(session: Session, sightings: list[Sighting], checks: Sequence[WatchCheck]
+             ) -> tuple[dict[str, Any], dict[str, _Watch], dict[str, datetime | None]]:
+    """The cameras, watch rows and servers' state changes as the plan read them; read now for the
+    sightings that come without a plan (``_load``)."""
+    cams: dict[str, Any] = {}
+    watches: dict[str, _Watch] = {}
+    up_at: dict[str, datetime | None] = {}
+    unplanned = []
+    by_camera = {c.camera: c for c in checks if c.planned is not None}
+    for sighting in sightings:
+        check = by_camera.get(sighting.camera)
+        if check is None or check.planned is None:
+            unplanned.append(sighting.camera)
+            continue
+        seen = check.planned
+        cams[check.camera] = (check.server, seen.state, seen.stall_after_s, seen.failover_stalled, seen.movable)
+        if seen.watch is not None:
+            watches[check.camera] = dataclasses.replace(seen.watch)      # a copy: the check stays as planned
+        up_at[check.server] = seen.up_at
+    if unplanned:
+        more_cams, more_watches = _load(session, unplanned)
+        cams |= more_cams
+        watches |= more_watches
+        up_at = _servers_up_at(session) | up_at
+    return cams, watches, up_at
+
+
 def record_sightings(session: Session, sightings: Iterable[Sighting], now: datetime | None = None,
                      checks: Sequence[WatchCheck] = ()) -> WatchUpdate:
     """Apply what was seen: stalled and resumed cameras (each reported once), cameras to fail over."""
     now = now or utcnow()
     farm = inventory.farm_settings(session)
-    up_at = _servers_up_at(session)
     where = {c.camera: c.server for c in checks}
     sightings = list(sightings)
-    cams, watches = _load(session, [x.camera for x in sightings])
+    cams, watches, up_at = _planned(session, sightings, checks)
     update = WatchUpdate()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -350,21 +426,18 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
         failover_stalled = cam_failover_stalled if cam_failover_stalled is not None else farm.failover_stalled
         if failover_stalled and movable and is_stalled:
             update.fail_over.setdefault(current, []).append(cam_id)
+    if inserts:         # first looks (rare once running): only for cameras still where they were planned
+        still = {(cam, cur) for cam, cur in session.execute(
+            sa.select(Camera.id, Camera.current).where(col(Camera.id).in_([r["camera_id"] for r in inserts])))}  # type: ignore[call-overload]
+        inserts = [r for r in inserts if (r["camera_id"], r["server"]) in still]
     if inserts:
         session.execute(sa.insert(CameraWatch), inserts)
-    if updates:     # one executemany UPDATE by primary key, Core (the ORM's bulk path costs ~4x more per row)
-        session.connection().execute(_UPDATE_WATCH, [{f"b_{k}": v for k, v in row.items()} for row in updates])
+    _UPDATE_WATCH.execute(session.connection(), updates)     # one driver executemany by primary key
     session.flush()
     return update
 
 
-def _update_watch() -> sa.Update:
-    table: sa.Table = CameraWatch.__table__  # type: ignore[attr-defined]
-    return table.update().where(table.c.camera_id == sa.bindparam("b_camera_id", type_=table.c.camera_id.type)) \
-        .values({name: sa.bindparam(f"b_{name}", type_=table.c[name].type) for name in _WATCH_COLUMNS[1:]})
-
-
-_UPDATE_WATCH = _update_watch()
+_UPDATE_WATCH = BulkUpdate(CameraWatch.__table__, "camera_id", _WATCH_COLUMNS[1:])  # type: ignore[attr-defined]
 
 
 def _set_state(session: Session, camera: str, current: str, old: CameraState, new: CameraState) -> bool:
@@ -405,24 +478,24 @@ def failed_volumes(session: Session) -> set[tuple[str, str]]:
 def plan_volume_checks(session: Session) -> list[VolumeCheck]:
     """Every volume of a live server (not in maintenance)."""
     storage = inventory.storage_settings(session)
-    live = {s.name for s in inventory.list_servers(session) if s.state == ServerState.up and not s.maintenance}
-    swept = {(r.server, r.drive): r for r in session.exec(select(RetentionVolume))}
-    out = []
-    for vol in inventory.list_volumes(session):
-        if vol.server_name not in live:
-            continue
-        row = swept.get((vol.server_name, vol.drive))
-        deletable = row is None or row.swept_at is None or row.footage_files > 0
-        out.append(VolumeCheck(vol.server_name, vol.drive, storage.min_free_bytes, storage.min_free_percent,
-                               deletable))
-    return out
+    live = {name for name, state, maintenance in session.execute(
+        sa.select(Server.name, Server.state, Server.maintenance))  # type: ignore[call-overload]
+        if state == ServerState.up and not maintenance}
+    swept = {(server, drive): swept_at is None or files > 0 for server, drive, swept_at, files in session.execute(
+        sa.select(RetentionVolume.server, RetentionVolume.drive, RetentionVolume.swept_at,  # type: ignore[call-overload]
+                  RetentionVolume.footage_files))}
+    floor = (storage.min_free_bytes, storage.min_free_percent)
+    return [VolumeCheck(server, drive, *floor, swept.get((server, drive), True))
+            for server, drive in session.execute(   # plain rows: this runs every sweep over every volume
+                sa.select(VolumeRow.server_name, VolumeRow.drive)  # type: ignore[call-overload]
+                .order_by(VolumeRow.server_name, VolumeRow.drive))
+            if server in live]
 
 
 def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumeProbe:
     """Overwrite the probe file and compare the free space with the floor."""
     try:
-        volume.write_bytes(PROBE_NAME, f"farmkeeper probe {now.isoformat()}\n".encode(), durable=False)
-        space = volume.space()
+        space = volume.probe(PROBE_NAME, f"farmkeeper probe {now.isoformat(timespec='microseconds')}\n".encode())
     except (FarmkeeperError, OSError) as exc:
         return VolumeProbe(check.server, check.drive, f"cannot write: {exc}"[:300])
     below = (check.min_free_bytes and space.free < check.min_free_bytes) or \

@@ -140,6 +140,21 @@ class Volume(abc.ABC):
     def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
         """``(dir relpath, [file names])`` for every directory under ``prefix`` (a fast form of ``walk``)."""
 
+    def folder_names(self, relpath: str) -> list[str]:
+        """The file names directly in folder ``relpath`` (not in its sub-folders); a missing folder has none.
+        The watchdog's one listing per camera: backends answer it without walking."""
+        rel = self.rel(relpath)
+        for dirpath, names in self.list_files_by_dir(rel):
+            if dirpath == rel:
+                return names
+        return []
+
+    def probe(self, relpath: str, data: bytes) -> Space:
+        """Overwrite the small file ``relpath`` (not durable: whether the volume takes a write is the question)
+        and read the free space, in as few operations as the backend allows."""
+        self.write_bytes(relpath, data, durable=False)
+        return self.space()
+
     def find_aliases(self, prefix: str = "", depth: int = 3) -> list[str]:
         """Folders under ``prefix`` (``depth`` levels down) that are another folder under a second name (a link,
         a reparse point), which every walk skips; one text per alias naming both paths when known."""

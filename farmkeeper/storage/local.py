@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import stat as stat_mod
+import sys
 from collections.abc import Iterable, Iterator
 from functools import partial
+from typing import Any
 
 from farmkeeper.errors import (
     PathEscapeError,
@@ -38,6 +41,50 @@ _ERRNO_CLASS: dict[int, type[StorageError]] = {
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 log = logging.getLogger(__name__)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class _Openat2:
+    """Linux ``openat2(dir_fd, path, RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)``: a folder below ``dir_fd`` opened
+    in one system call, failing (``ELOOP``) if any component is a symbolic link and (``EXDEV``) if the path
+    would leave ``dir_fd``: the component-by-component ``O_NOFOLLOW`` walk, 3x cheaper. ``None`` where the
+    kernel (before 5.6) or a seccomp filter (``ENOSYS``, ``EPERM``) refuses it: the walk is used then."""
+
+    SYSCALL = 437                                   # the same number on every Linux architecture
+    RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x04, 0x08
+
+    def __init__(self) -> None:
+        self.usable = sys.platform == "linux"
+        self._how = _OpenHow(_DIR_FLAGS, 0, self.RESOLVE_NO_SYMLINKS | self.RESOLVE_BENEATH)
+        self._size = ctypes.sizeof(self._how)
+        self._syscall: Any = None
+        if self.usable:
+            try:
+                self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+                self._syscall.restype = ctypes.c_long
+            except (OSError, AttributeError):
+                self.usable = False
+
+    def open_dir(self, dir_fd: int, rel: str) -> int | None:
+        """An fd of folder ``rel`` below ``dir_fd``; ``None``: openat2 is not available (use the walk)."""
+        if not self.usable:
+            return None
+        fd = self._syscall(self.SYSCALL, dir_fd, rel.encode(), ctypes.byref(self._how), self._size)
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+            self.usable = False
+            return None
+        if err in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
+            return None             # a link or a file on the way: the walk refuses it too, naming the part
+        raise OSError(err, os.strerror(err), rel)
+
+
+_OPENAT2 = _Openat2()
 
 
 def _is_link(name: str, dir_fd: int) -> bool:
@@ -102,6 +149,11 @@ class LocalVolume(Volume):
         ``ENOTDIR``) instead of being followed, and nothing swapped in after a check can redirect it."""
         fd = os.open(self.root, _DIR_FLAGS)
         try:
+            if rel:
+                child = _OPENAT2.open_dir(fd, rel)
+                if child is not None:
+                    os.close(fd)
+                    return child
             for part in rel.split("/") if rel else ():
                 try:
                     child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
@@ -209,6 +261,45 @@ class LocalVolume(Volume):
     def list_files_by_dir(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
         for rel, _fd, names in self._tree(prefix):
             yield rel, names
+
+    def folder_names(self, relpath: str) -> list[str]:
+        rel = self.rel(relpath)
+        try:
+            fd = self._open_dir(rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                log.warning("%r: %s is a symbolic link: not listed", self, rel)
+                return []
+            raise self.wrap(exc, rel, "cannot list folder: ") from None
+        try:
+            return self._list_fd(fd, rel)[0]
+        finally:
+            os.close(fd)
+
+    def probe(self, relpath: str, data: bytes) -> Space:
+        """Overwritten in place, never truncated to 0 first: ext4 flushes a file truncated to 0 and rewritten
+        when it is closed (``auto_da_alloc``), which made each probe cost 10x its write. ``O_NOFOLLOW``."""
+        rel = self.rel(relpath)
+        head, _, name = rel.rpartition("/")
+        try:
+            dfd = self._open_dir(head)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+                try:
+                    done = 0
+                    while done < len(data):
+                        done += os.pwrite(fd, data[done:], done)
+                    os.ftruncate(fd, len(data))
+                finally:
+                    os.close(fd)
+                st = os.fstatvfs(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise self.wrap(exc, rel, "cannot write: ") from None
+        return Space(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
     # --- single operations -------------------------------------------------------------------------
     def space(self) -> Space:

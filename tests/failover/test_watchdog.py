@@ -240,3 +240,33 @@ def test_local_servers_share_one_lane_and_a_hung_one_makes_only_that_lane_late()
     finally:
         release.set()
     assert out == ["late hung", "late l2", "ok s3"]
+
+
+def test_a_camera_moved_or_removed_between_plan_and_record_is_left_alone(farm: Farm) -> None:
+    """Recording uses what the plan read; every write is a compare-and-set, so a camera moved (or removed)
+    while its folders were listed is neither marked stalled nor given a watch row where it no longer is."""
+    from farmkeeper.models import Camera, CameraWatch
+
+    sweep(farm, T0)                                   # first look: both cameras watched from T0, no footage
+    later = T0 + timedelta(minutes=6)                 # both past their stall_after: due, and would stall
+    with db() as s:
+        checks = watchdog.plan_checks(s, later)
+        s.add(Camera(id="cam-new", declared_home="p1", home="p1", current="p1"))  # no watch row yet
+    assert sorted(c.camera for c in checks) == ["cam-a", "cam-b"]
+    with db() as s:
+        checks += watchdog.plan_checks(s, later, everyone=True)[-1:]  # cam-new, planned
+        assert checks[-1].camera == "cam-new"
+    sightings = watchdog.look(checks, opener(farm))
+    with db() as s:                                   # meanwhile: cam-a moved to r1, cam-new removed
+        cam = inventory.get_camera(s, "cam-a")
+        cam.current = "r1"
+        s.add(cam)
+        new = s.get(Camera, "cam-new")
+        assert new is not None
+        s.delete(new)
+    with db() as s:
+        update = watchdog.record_sightings(s, sightings, later, checks=checks)
+    assert [x.camera for x in update.stalled] == ["cam-b"]            # cam-b only: it is still on p1
+    assert state("cam-a") == ("r1", CameraState.recording)
+    with db() as s:
+        assert s.get(CameraWatch, "cam-new") is None

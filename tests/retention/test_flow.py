@@ -205,6 +205,8 @@ def test_sweep_over_samba(retention_farm: RetentionFarm, samba_farm: Any, monkey
                                    "smb": {"port": server.port, "username": server.username,
                                            "password_env": "FK_RET_SMB_PW"}}],
                          storage={"default_path": "E:\\Data"}, cameras=[{"id": "cam-s2", "home": "smb2"}])
+    for sub in ("video", "meta"):      # the Samba farm is shared by the session: start from an empty share
+        shutil.rmtree(share / sub, ignore_errors=True)
     try:
         paths = write(share, days_back("cam-s2", 0, 9, now=now()))
         result = sweep()

@@ -14,6 +14,18 @@ from farmkeeper.storage import local as local_mod
 from tests.helpers import write_footage
 
 
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both ways of opening a folder without following links: Linux's openat2
+    (``RESOLVE_NO_SYMLINKS``, one call) and the ``O_NOFOLLOW`` walk used where openat2 is refused."""
+    if request.param == "walk":
+        monkeypatch.setattr(local_mod._OPENAT2, "usable", False)
+    elif not local_mod._OPENAT2.usable:
+        pytest.fail("openat2 is refused on this machine (kernel before 5.6 or a seccomp filter): only the walk "
+                    "can be tested", pytrace=False)
+    return str(request.param)
+
+
 def volume(root: Path) -> Any:
     return open_volume(VolumeAccess(server="rec1", drive="D", local_path=str(root)), prefer="local")
 
@@ -93,3 +105,35 @@ def test_the_walk_never_enters_a_symlinked_folder(tmp_path: Path) -> None:
         result = vol.delete_files([p.replace("cam-1", "cam-2") for p in cam1 if p.startswith("video/")])
     (hour / "20260301T235900Z.mkv").unlink()
     assert not result.deleted and set(cam1) == files(root, "video") | files(root, "meta")
+
+
+def test_folder_names_lists_one_folder_and_never_through_a_link(tmp_path: Path) -> None:
+    root = tmp_path / "D"
+    held = sorted(write_footage(root, "cam-1", 4, meta=False))
+    hour = Path(held[0]).parent.as_posix()
+    (root / hour / "sub").mkdir()
+    (root / hour / "link.mkv").symlink_to(root / held[0])
+    (root / "video" / "cam-2").symlink_to(root / "video" / "cam-1", target_is_directory=True)
+    with volume(root) as vol:
+        assert sorted(vol.folder_names(hour)) == sorted(Path(p).name for p in held if Path(p).parent.as_posix() == hour)
+        assert vol.folder_names(hour.replace("cam-1", "cam-2")) == []          # the alias is not followed
+        assert vol.folder_names("video/cam-9/0/2026-01-01/00") == []            # missing: none
+
+
+def test_probe_overwrites_in_place_and_never_writes_through_a_link(tmp_path: Path) -> None:
+    from farmkeeper.errors import StorageError
+
+    root, outside = tmp_path / "D", tmp_path / "outside.txt"
+    root.mkdir()
+    outside.write_bytes(b"not yours")
+    with volume(root) as vol:
+        space = vol.probe(".farmkeeper-probe", b"a longer first probe\n")
+        assert (root / ".farmkeeper-probe").read_bytes() == b"a longer first probe\n"
+        assert space.total > 0 and 0 <= space.free <= space.total
+        vol.probe(".farmkeeper-probe", b"short\n")
+        assert (root / ".farmkeeper-probe").read_bytes() == b"short\n"      # no tail of the longer one
+        (root / ".farmkeeper-probe").unlink()
+        (root / ".farmkeeper-probe").symlink_to(outside)
+        with pytest.raises(StorageError, match="cannot write"):
+            vol.probe(".farmkeeper-probe", b"probe\n")
+    assert outside.read_bytes() == b"not yours"
