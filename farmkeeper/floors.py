@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,10 +72,30 @@ def _read(volume: ServerVolume, prefer: Prefer) -> Space:
 
 
 def check_floors(volumes: Sequence[ServerVolume], storage: StorageSettings, *, prefer: Prefer = "auto",
-                 deadline_s: float = 5.0, workers: int = 16) -> list[FloorCheck]:
-    """Read every volume's free space at once; a volume not answered within ``deadline_s`` is reported unknown."""
+                 deadline_s: float = 5.0, workers: int = 16,
+                 known: Mapping[str, tuple[int, int]] | None = None) -> list[FloorCheck]:
+    """Read every volume's free space at once; a volume not answered within ``deadline_s`` is reported unknown.
+
+    ``known``: ``"SERVER:DRIVE" → (total, free)`` read moments ago in the same sweep (the watchdog's volume
+    probes); those volumes are not read again (over SMB each read is a logon per volume per sweep).
+    """
     if not volumes or (not storage.min_free_bytes and not storage.min_free_percent):
         return []
+    known = known or {}
+    found: dict[tuple[str, str], FloorCheck] = {}
+    for v in volumes:
+        reading = known.get(f"{v.server}:{v.drive}")
+        if reading is not None:
+            space = Space(*reading)
+            found[(v.server, v.drive)] = FloorCheck(v.server, v.drive, space, floor_bytes(space.total, storage))
+    to_read = [v for v in volumes if (v.server, v.drive) not in found]
+    if to_read:
+        found |= {(c.server, c.drive): c for c in _read_all(to_read, storage, prefer, deadline_s, workers)}
+    return [found[(v.server, v.drive)] for v in volumes]
+
+
+def _read_all(volumes: Sequence[ServerVolume], storage: StorageSettings, prefer: Prefer, deadline_s: float,
+              workers: int) -> list[FloorCheck]:
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(volumes))), thread_name_prefix="fk-floors")
     try:
         futures = {pool.submit(_read, v, prefer): v for v in volumes}

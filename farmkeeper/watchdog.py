@@ -56,7 +56,7 @@ from farmkeeper.models import (
 )
 from farmkeeper.models import Volume as VolumeRow
 from farmkeeper.specs import StoragePathList, WindowsPath
-from farmkeeper.storage.base import Volume
+from farmkeeper.storage.base import Space, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -465,6 +465,7 @@ class VolumeProbe:
     server: str
     drive: str
     error: str | None = None         # None: writable and above its floor (or footage left to delete)
+    space: Space | None = None       # the free space read with the probe (None: not read)
 
     @property
     def ok(self) -> bool:
@@ -502,8 +503,8 @@ def probe_volume(check: VolumeCheck, volume: Volume, now: datetime) -> VolumePro
             (check.min_free_percent and space.total and space.free_percent < check.min_free_percent)
     if below and not check.deletable:
         return VolumeProbe(check.server, check.drive,
-                           f"full: {space.free} bytes free, below the floor, and no footage left to delete")
-    return VolumeProbe(check.server, check.drive)
+                           f"full: {space.free} bytes free, below the floor, and no footage left to delete", space)
+    return VolumeProbe(check.server, check.drive, space=space)
 
 
 def probe_volumes(checks: Sequence[VolumeCheck], open_volume: VolumeOpener, now: datetime | None = None,
@@ -599,6 +600,7 @@ class VolumeTransition:
 class VolumeUpdate:
     transitions: list[VolumeTransition] = field(default_factory=list)
     fail_over: dict[str, list[str]] = field(default_factory=dict)   # server → cameras all on failed volumes
+    spaces: dict[str, tuple[int, int]] = field(default_factory=dict)  # "SERVER:DRIVE" → (total, free) read now
 
     @property
     def recovered_servers(self) -> list[str]:
@@ -615,6 +617,8 @@ def record_volume_probes(session: Session, probes: Iterable[VolumeProbe], now: d
     rows = {(r.server, r.drive): r for r in session.exec(select(VolumeHealth))}
     update = VolumeUpdate()
     for probe in probes:
+        if probe.space is not None:
+            update.spaces[f"{probe.server}:{probe.drive}"] = (probe.space.total, probe.space.free)
         row = rows.get((probe.server, probe.drive))
         if probe.ok:
             if row is None or (not row.failed and row.failing_since is None):

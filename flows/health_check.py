@@ -92,6 +92,7 @@ class SweepContext:
     logger: Any = None
     started: float = 0.0        # time.monotonic() when the sweep began (its duration, for the metrics)
     down_context: Any = None    # what the down events say, read before the failovers move the cameras
+    spaces: dict[str, tuple[int, int]] | None = None   # free space the volume probes read ("SERVER:DRIVE")
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,8 @@ def sweep_floors(ctx: Any = None) -> dict[str, Any]:
     update = getattr(ctx, "update", ctx)       # a health-check SweepContext, or its HealthUpdate
     interval = getattr(update, "health_interval_s", None) or 10.0
     try:
-        found = check_volume_floors(deadline_s=max(0.5, min(5.0, float(interval) / 2)))
+        found = check_volume_floors(deadline_s=max(0.5, min(5.0, float(interval) / 2)),
+                                    known=getattr(ctx, "spaces", None))   # this sweep's volume probes
     except Exception as exc:  # noqa: BLE001 - a floor check never stops the health sweep
         logging.getLogger(__name__).warning("floor check failed: %s: %s", type(exc).__name__, exc)
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}

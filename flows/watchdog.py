@@ -82,6 +82,8 @@ def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
 def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     """Failed and recovered volumes: notify once each, fail over the cameras left without storage."""
     update = call(check_volumes)
+    if hasattr(ctx, "spaces"):
+        ctx.spaces = update.spaces           # the floor step of this sweep reads these instead of the volumes
     for t in update.transitions:
         label = f"\\\\{t.server}\\DATA{t.drive}"
         if t.failed:

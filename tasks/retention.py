@@ -24,8 +24,11 @@ LEASE_S = 900.0
 
 
 @task(name="check-volume-floors", retries=0, cache_policy=NO_CACHE, tags=[Tag.uses_db])
-def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
+def check_volume_floors(deadline_s: float = 5.0, known: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """Free space of every volume of the live servers against its floor; which ones a sweep should start on.
+
+    ``known``: free space read moments ago in the same sweep (``"SERVER:DRIVE" → (total, free)``, the
+    watchdog's volume probes), used instead of reading those volumes again.
 
     Returns ``{"below": [labels], "sweep": ["SERVER:DRIVE"], "unknown": [texts]}``. A server whose password
     cannot be read is reported unknown, never probed with an empty password.
@@ -47,7 +50,8 @@ def check_volume_floors(deadline_s: float = 5.0) -> dict[str, Any]:
                                    require_signing=load_settings().storage.require_signing)
     once = core.once_per_storage([(v.server, v.drive, v.unc) for v in vols], ())
     vols = [v for v in vols if (v.server, v.drive) not in once]
-    checks = floors.check_floors(vols, storage, prefer=storage_prefer(), deadline_s=deadline_s)  # type: ignore[arg-type]
+    checks = floors.check_floors(vols, storage, prefer=storage_prefer(), deadline_s=deadline_s,  # type: ignore[arg-type]
+                                 known=known)
     with inventory_session() as session:
         due = floors.to_sweep(session, checks)
     for c in checks:

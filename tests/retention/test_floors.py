@@ -70,6 +70,43 @@ def test_volume_below_its_floor_is_swept_by_the_floor_step(retention_farm: Reten
     assert code == 0 and "Storage Summary" in out
 
 
+def test_the_floor_step_takes_the_free_space_the_volume_probes_just_read(
+        retention_farm: RetentionFarm, tmpfs_volume: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reading of a volume's free space per sweep: the watchdog's volume probe reads it (with its probe write);
+    the floor step right after uses that reading instead of opening the volume again."""
+    import socket
+
+    from farmkeeper import floors
+
+    listener = socket.create_server(("127.0.0.1", 0))      # rec1 answers its health probe: up, so probed
+    port = listener.getsockname()[1]
+    retention_farm.apply(storage={"min_free": "6MiB", "limit_storage_days": False},
+                         servers=[{"name": "rec1", "host": "127.0.0.1", "role": "primary", "master": True,
+                                   "health": f"tcp://127.0.0.1:{port}",
+                                   "volumes": [{"drive": "D", "path": str(tmpfs_volume)}]}],
+                         cameras=[{"id": "cam-002", "home": "rec1"}, {"id": "cam-003", "home": "rec1"}])
+    fill(tmpfs_volume)
+    read: list[tuple[str, str]] = []
+    real = floors._read
+
+    def spy(volume: Any, prefer: Any) -> Any:
+        read.append((volume.server, volume.drive))
+        return real(volume, prefer)
+
+    monkeypatch.setattr(floors, "_read", spy)
+    try:
+        result = health_check(HealthCheckParams())            # one sweep: volume probes, then the floor step
+        found = result["last"]["floors"]
+        assert found["below"] == ["\\\\rec1\\DATAD"] and found["started"] == ["rec1:D"]
+        assert result["last"]["down"] == [] and result["last"]["errors"] == {}
+        assert read == []                                     # the probe's reading, not a second one
+    finally:
+        join_floor_sweeps(120)
+        listener.close()
+    sweep_floors()                                            # a floor check alone reads the volume itself
+    assert read == [("rec1", "D")]
+
+
 def test_a_blocked_floor_alerts_at_once_and_is_not_swept_again_and_again(
         retention_farm: RetentionFarm, tmpfs_volume: Path, http_receiver: Any) -> None:
     retention_farm.apply(notify=[http_receiver.url], purge_guard_percent=5,
