@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,9 +35,15 @@ def files(root: Path, under: str) -> set[str]:
     return {p.relative_to(root).as_posix() for p in (root / under).rglob("*") if p.is_file()}
 
 
+def relative_link(path: Path, target: Path) -> None:
+    """``path`` → ``target`` as a relative link (``cam-2 -> cam-1``): what a user of the share makes, and the form a
+    resolver that only refuses to leave the root (``RESOLVE_BENEATH`` alone) would follow."""
+    path.symlink_to(os.path.relpath(target, path.parent), target_is_directory=True)
+
+
 def swap_for_link(path: Path, target: Path) -> None:
     shutil.rmtree(path)
-    path.symlink_to(target, target_is_directory=True)
+    relative_link(path, target)
 
 
 @pytest.mark.parametrize("where", ["camera", "hour"])
@@ -113,8 +120,10 @@ def test_folder_names_lists_one_folder_and_never_through_a_link(tmp_path: Path) 
     hour = Path(held[0]).parent.as_posix()
     (root / hour / "sub").mkdir()
     (root / hour / "link.mkv").symlink_to(root / held[0])
-    (root / "video" / "cam-2").symlink_to(root / "video" / "cam-1", target_is_directory=True)
+    relative_link(root / "video" / "cam-2", root / "video" / "cam-1")
+    (root / "video" / "cam-3").symlink_to(root / "video" / "cam-1", target_is_directory=True)   # absolute
     with volume(root) as vol:
+        assert vol.folder_names(hour.replace("cam-1", "cam-3")) == []
         assert sorted(vol.folder_names(hour)) == sorted(Path(p).name for p in held if Path(p).parent.as_posix() == hour)
         assert vol.folder_names(hour.replace("cam-1", "cam-2")) == []          # the alias is not followed
         assert vol.folder_names("video/cam-9/0/2026-01-01/00") == []            # missing: none
