@@ -97,25 +97,16 @@ class WatchCheck:
     planned: Planned | None = field(default=None, compare=False, repr=False)
 
 
-def hour_folders(camera: str, now: datetime, back_to: datetime) -> tuple[str, ...]:
-    """The stream-0 hour folders from ``now``'s hour back to ``back_to``'s hour, newest first."""
-    out: list[str] = []
-    moment = now.replace(minute=0, second=0, microsecond=0)
-    floor = back_to.replace(minute=0, second=0, microsecond=0)
-    while moment >= floor and len(out) < 48:
-        out.append(video_hour_folder(camera, WATCH_STREAM, moment))
-        moment -= timedelta(hours=1)
-    return tuple(out)
-
-
 class _HourFolders:
-    """``hour_folders`` for many cameras at one ``now``: the date/hour part of each folder formatted once."""
+    """The stream-0 hour folders of many cameras at one ``now``, newest first (at most 48): the date/hour part
+    of each folder is formatted once per plan, not once per camera."""
 
     def __init__(self, now: datetime) -> None:
         self.now_hour = int(now.timestamp()) // 3600
         self._tails: list[str] = []
 
     def back_to(self, camera: str, back_to: datetime) -> tuple[str, ...]:
+        """``camera``'s folders from ``now``'s hour back to ``back_to``'s hour."""
         count = min(48, max(0, self.now_hour - int(back_to.timestamp()) // 3600 + 1))
         while len(self._tails) < count:
             moment = datetime.fromtimestamp((self.now_hour - len(self._tails)) * 3600, UTC)
@@ -220,7 +211,7 @@ class Sighting:
 NEWEST_STARTS = 4           # the usual segment length is the shortest step among the newest 4 segments
 
 
-def closed_starts(volume: Volume, folder: str, newest: int | None = NEWEST_STARTS) -> list[datetime]:
+def closed_starts(volume: Volume, folder: str, newest: int = NEWEST_STARTS) -> list[datetime]:
     """Starts of the newest ``newest`` closed segments in one hour folder (a missing folder: none), sorted.
 
     Segment names begin with their fixed-width UTC stamp, so the newest names sort last: only those are
@@ -231,7 +222,7 @@ def closed_starts(volume: Volume, folder: str, newest: int | None = NEWEST_START
         start = segment_start(name)
         if start is not None:
             starts.add(start)            # a conflict copy (same stamp, ``~server``) is the same moment
-            if newest is not None and len(starts) >= newest:
+            if len(starts) >= newest:
                 break
     return sorted(starts)
 

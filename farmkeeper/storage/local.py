@@ -262,22 +262,6 @@ class LocalVolume(Volume):
         for rel, _fd, names in self._tree(prefix):
             yield rel, names
 
-    def folder_names(self, relpath: str) -> list[str]:
-        rel = self.rel(relpath)
-        try:
-            fd = self._open_dir(rel)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                log.warning("%r: %s is a symbolic link: not listed", self, rel)
-                return []
-            raise self.wrap(exc, rel, "cannot list folder: ") from None
-        try:
-            return self._list_fd(fd, rel)[0]
-        finally:
-            os.close(fd)
-
     def probe(self, relpath: str, data: bytes) -> Space:
         """Overwritten in place, never truncated to 0 first: ext4 flushes a file truncated to 0 and rewritten
         when it is closed (``auto_da_alloc``), which made each probe cost 10x its write. ``O_NOFOLLOW``."""
