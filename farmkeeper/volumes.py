@@ -87,10 +87,14 @@ def server_volumes(session: Session, password_for: PasswordFor, *, servers: Sequ
     """Every volume of the named servers (all servers when ``None``), each with its access."""
     out: list[ServerVolume] = []
     passwords: dict[str, str] = {}
+    wanted = None if servers is None else set(servers)
+    by_server: dict[str, list[Volume]] = {}
+    for volume in inventory.list_volumes(session):       # one query, not one per server (every sweep, twice)
+        by_server.setdefault(volume.server_name, []).append(volume)
     for server in inventory.list_servers(session):
-        if servers is not None and server.name not in servers:
+        if wanted is not None and server.name not in wanted:
             continue
-        for volume in inventory.list_volumes(session, server.name):
+        for volume in by_server.get(server.name, ()):
             if server.name not in passwords:
                 passwords[server.name] = password_for(server)
             out.append(ServerVolume(server.name, volume.drive,

@@ -251,3 +251,38 @@ def test_segment_closed_rule(tmp_path: Any) -> None:
     (folder / ".20260101T000002Z.mkv").write_bytes(b"x")
     assert core.open_segments(root, "cam-a") == ["video/cam-a/0/2026-01-01/00/.20260101T000002Z.mkv"]
     assert core.segments_closed(root, "cam-b")
+
+
+def test_a_watching_run_keeps_what_it_holds_out_of_full_collections_after_its_first_sweep(
+        farm: Farm, listeners: Listeners) -> None:
+    """``settle_memory``: garbage collected first (a cycle dropped before the sweep is gone, though automatic
+    collection is off here), then everything alive frozen; once, not every sweep; never for a one-off sweep."""
+    import gc
+    import weakref
+
+    from flows.health_check import WatchState, sweep
+
+    class Node:
+        me: Any = None
+
+    listeners.up("p1", "p2", "r1")
+    gc.disable()
+    gc.unfreeze()
+    try:
+        sweep(WatchState())
+        assert gc.get_freeze_count() == 0, "a one-off sweep freezes nothing"
+        cycle = Node()
+        cycle.me = cycle
+        dropped = weakref.ref(cycle)
+        del cycle
+        watch = WatchState(long_lived=True)
+        assert sweep(watch)["recorded"]
+        assert dropped() is None, "collected before freezing: garbage is never frozen"
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000, "the watcher's modules and inventory view are out of the full passes"
+        for _ in range(2):
+            sweep(watch)
+        assert gc.get_freeze_count() <= frozen, "sweeps 2 and 3 freeze nothing more (frozen objects still die)"
+    finally:
+        gc.unfreeze()
+        gc.enable()
