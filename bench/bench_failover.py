@@ -496,10 +496,17 @@ def _health_check_sweeps(engine: Any, reset_due: Any, rounds: int = 7) -> tuple[
     saved = {name: os.environ.get(name) for name in env}
     times: dict[bool, list[float]] = {True: [], False: []}
     looked = 0
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
     with ExitStack() as stack:
         os.environ.update(env)
-        stack.callback(lambda: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-                                for k, v in saved.items()])
+        stack.callback(restore)
         stack.callback(lambda: health_check.SWEEP_STEPS.__setitem__(slice(None), steps))
         plain_calls()
         token = PLAIN.set(True)
