@@ -463,11 +463,11 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
 
     reset_due()
     _watchdog_sweep(engine, opener)              # warm: open the volumes, first volume probes
+    with_s, without_s, looked = _health_check_sweeps(engine, reset_due)
     alone = []
-    for _ in range(3):
+    for _ in range(5):
         reset_due()
         alone.append(_watchdog_sweep(engine, opener)[0])
-    with_s, without_s, looked = _health_check_sweeps(engine, reset_due)
     report.row("health-check sweep, 200 servers / 10,000 cameras, without the watchdog steps", without_s,
                note="flows.health_check.sweep, every other step (probe, record, failovers, notifications, "
                     "floors, report), median of 7")

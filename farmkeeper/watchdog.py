@@ -96,6 +96,12 @@ class WatchCheck:
     folders: tuple[str, ...]
     planned: Planned | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def length_known(self) -> bool:
+        """The camera's usual segment length is known on this server (its watch row has it)."""
+        watch = self.planned.watch if self.planned is not None else None
+        return watch is not None and watch.server == self.server and bool(watch.segment_s)
+
 
 class _HourFolders:
     """The stream-0 hour folders of many cameras at one ``now``, newest first (at most 48): the date/hour part
@@ -227,13 +233,18 @@ def closed_starts(volume: Volume, folder: str, newest: int = NEWEST_STARTS) -> l
     return sorted(starts)
 
 
-def newest_segment(volume: Volume, folders: Sequence[str]) -> tuple[datetime | None, float | None]:
-    """The newest closed segment (newest non-empty folder first) and the usual segment length there."""
+def newest_segment(volume: Volume, folders: Sequence[str], *, length_known: bool = False
+                   ) -> tuple[datetime | None, float | None]:
+    """The newest closed segment (newest non-empty folder first) and the usual segment length there.
+
+    One segment only in the newest folder (the first minutes of an hour): the one before it is in the
+    previous hour, listed only when the usual length is not known yet (``length_known``: the watch row has it).
+    """
     found: list[datetime] = []
     for folder in folders:
         found = closed_starts(volume, folder) + found
-        if len(found) >= 2:
-            break                     # one segment only: the one before it is in the previous hour
+        if len(found) >= (1 if length_known else 2):
+            break
     if not found:
         return None, None
     steps = [(b - a).total_seconds() for a, b in zip(found, found[1:], strict=False) if b > a]
@@ -248,7 +259,7 @@ def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
     for drive in check.drives:
         try:
             volume = open_volume(check.server, drive)
-            start, seg = newest_segment(volume, check.folders)
+            start, seg = newest_segment(volume, check.folders, length_known=check.length_known)
         except (FarmkeeperError, OSError) as exc:
             errors.append(f"{drive}: {exc}")
             continue

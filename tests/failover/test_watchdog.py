@@ -270,3 +270,46 @@ def test_a_camera_moved_or_removed_between_plan_and_record_is_left_alone(farm: F
     assert state("cam-a") == ("r1", CameraState.recording)
     with db() as s:
         assert s.get(CameraWatch, "cam-new") is None
+
+
+def test_the_previous_hour_is_listed_only_while_the_segment_length_is_unknown(farm: Farm) -> None:
+    """The first minute of an hour holds one closed segment: a camera looked at for the first time has the
+    previous hour listed too (to learn the usual length); one whose watch row has it, the newest hour alone."""
+    root = farm.volumes["p1"]
+    hour = T0.replace(minute=0) + timedelta(hours=1)           # 11:00
+    for camera in ("cam-a", "cam-b"):
+        for minutes in range(50, 59):
+            write_segment(root, camera, hour - timedelta(minutes=60 - minutes))
+
+    listed: dict[str, list[str]] = {}
+
+    def spying(server: str, drive: str) -> LocalVolume:
+        volume = opener(farm)(server, drive)
+        original = volume.folder_names
+
+        def folder_names(rel: str) -> list[str]:
+            listed.setdefault(rel.split("/")[1], []).append(rel.rsplit("/", 1)[-1])
+            return original(rel)
+
+        volume.folder_names = folder_names  # type: ignore[method-assign]
+        return volume
+
+    def look_at(now: datetime, *cameras: str) -> list[watchdog.Sighting]:
+        with db() as s:
+            checks = [c for c in watchdog.plan_checks(s, now, everyone=True) if c.camera in cameras]
+        listed.clear()
+        sightings = watchdog.look(checks, spying)
+        with db() as s:
+            watchdog.record_sightings(s, sightings, now, checks=checks)
+        return sightings
+
+    look_at(hour - timedelta(seconds=30), "cam-a")             # cam-a's usual length is learnt: 60 s
+    for camera in ("cam-a", "cam-b"):
+        write_segment(root, camera, hour - timedelta(minutes=1))
+        write_segment(root, camera, hour)
+    sightings = look_at(hour + timedelta(seconds=90), "cam-a", "cam-b")
+    assert {s.camera: s.newest for s in sightings} == {"cam-a": hour, "cam-b": hour}
+    assert listed == {"cam-a": ["11"], "cam-b": ["11", "10"]}
+    with db() as s:
+        assert s.get(watchdog.CameraWatch, "cam-a").segment_s == 60.0  # type: ignore[union-attr]
+        assert s.get(watchdog.CameraWatch, "cam-b").segment_s == 60.0  # type: ignore[union-attr]
