@@ -346,7 +346,13 @@ def _failed_over_since(session: Session, server: str, since: datetime | None) ->
 
 
 def pending_failovers(session: Session) -> list[str]:
-    """Down servers (not in maintenance) whose movable cameras could move now (stranded ones retried)."""
+    """Down servers (not in maintenance) whose movable cameras could move now (stranded ones retried).
+
+    Every sweep asks; with every server up (the usual case) the answer costs one small query, not a read
+    of every camera (0.3-0.5 s at 10,000 cameras, measured in ``python -m bench failover``)."""
+    if not session.execute(sa.select(Server.name).where(col(Server.state) == ServerState.down,  # type: ignore[call-overload]
+                                                        sa.not_(col(Server.maintenance))).limit(1)).first():
+        return []
     server_views, camera_views = views(session)
     out = []
     for s in server_views:
