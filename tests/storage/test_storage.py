@@ -344,18 +344,20 @@ def test_copy_resumes_after_smbd_killed(pair: tuple[Volume, Volume, Path, Path],
     _make(src_root, F1, data)
     tmp = dst_root / temp_name(F1)
     killer_done = threading.Event()
+    acked: list[int] = []
 
     def kill_midway() -> None:
+        """Once a checkpoint was acknowledged and 6 MiB landed (under load the acknowledgements can trail
+        the bytes on disk: killing on size alone sometimes left nothing acknowledged to resume from)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if tmp.exists() and tmp.stat().st_size >= 6 << 20:
+            if acked and tmp.exists() and tmp.stat().st_size >= 6 << 20:
                 samba_farm.servers[1].kill()
                 break
             time.sleep(0.01)
         killer_done.set()
 
     threading.Thread(target=kill_midway, daemon=True).start()
-    acked: list[int] = []
     with pytest.raises(StorageUnavailable):
         copy_files(src, dst, _items(src), chunk_size=1 << 20, max_bytes_per_s=16 << 20, checkpoint_every=1 << 20,
                    on_checkpoint=lambda rel, tmp_rel, n: acked.append(n))
