@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from farmkeeper import inventory
 from farmkeeper.models import Server, Volume
@@ -88,8 +88,11 @@ def server_volumes(session: Session, password_for: PasswordFor, *, servers: Sequ
     out: list[ServerVolume] = []
     passwords: dict[str, str] = {}
     wanted = None if servers is None else set(servers)
+    query = select(Volume).order_by(Volume.server_name, Volume.drive)
+    if wanted is not None:           # callers asking for one server read its volumes, not the whole farm's
+        query = query.where(col(Volume.server_name).in_(sorted(wanted)))
     by_server: dict[str, list[Volume]] = {}
-    for volume in inventory.list_volumes(session):       # one query, not one per server (every sweep, twice)
+    for volume in session.exec(query):          # one query, not one per server (every sweep, twice)
         by_server.setdefault(volume.server_name, []).append(volume)
     for server in inventory.list_servers(session):
         if wanted is not None and server.name not in wanted:
