@@ -27,10 +27,10 @@ The I/O (listing, probing) happens between two short transactions: ``plan_*`` re
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +43,7 @@ from farmkeeper import inventory
 from farmkeeper.db import BulkUpdate
 from farmkeeper.errors import FarmkeeperError, SpecError
 from farmkeeper.failover import camera_drives
-from farmkeeper.layout import VIDEO, segment_start, video_hour_folder
+from farmkeeper.layout import VIDEO, FootagePath, segment_start, video_hour_folder
 from farmkeeper.models import (
     Camera,
     CameraState,
@@ -87,6 +87,30 @@ class Planned:
 
 
 @dataclass(frozen=True)
+class Hint:
+    """Where a watching run last saw the camera's newest closed segment: the segments after it are looked for by
+    their exact names first (one ``stat`` each, ``ahead`` at most) on the drive it was on.
+
+    A name found decides alone only when the segment started after ``accept_after`` (``now - segment - stall_after``:
+    it keeps the camera alive past now, so a listing could only find it more alive); otherwise, or when the first
+    name is missing, the hour folders are listed as without a hint. Stalled cameras get no hint. So a hint can
+    only save a listing: every stall and every resume is decided on a listing."""
+
+    drive: str
+    last: datetime
+    segment_s: float
+    ext: str
+    ahead: int
+    accept_after: datetime
+
+    def names(self, camera: str) -> Iterator[tuple[datetime, str]]:
+        """The next segments' starts and names (camera and extension were checked where they were read)."""
+        for k in range(1, self.ahead + 1):
+            start = self.last + timedelta(seconds=k * self.segment_s)
+            yield start, FootagePath(start, VIDEO, camera, WATCH_STREAM, self.ext).relpath
+
+
+@dataclass(frozen=True)
 class WatchCheck:
     """One camera to look at: the hour folders (newest first) on each of its write drives."""
 
@@ -95,6 +119,7 @@ class WatchCheck:
     drives: tuple[str, ...]
     folders: tuple[str, ...]
     planned: Planned | None = field(default=None, compare=False, repr=False)
+    hint: Hint | None = field(default=None, compare=False, repr=False)
 
     @property
     def length_known(self) -> bool:
@@ -125,62 +150,228 @@ def _alive_until(last: datetime | None, segment_s: float | None, since: datetime
     return alive + timedelta(seconds=stall_after_s)
 
 
-def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
+class _PlanContext:
+    """What every plan reads once per sweep (small tables: farm, servers, volumes, failed volumes), and the
+    caches that keep the per-camera work small."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.now = now
+        self.farm = inventory.farm_settings(session)
+        self.default_drive = WindowsPath.parse(inventory.storage_settings(session).default_path).drive
+        self.live = {name: changed for name, changed, state, maintenance, failing in session.execute(
+            sa.select(Server.name, Server.state_changed_at, Server.state, Server.maintenance,  # type: ignore[call-overload]
+                      Server.failing_since))
+            if state == ServerState.up and not maintenance and failing is None}   # failing probe: health's job
+        self.drives: dict[str, set[str]] = {}
+        for server_name, drive in session.execute(sa.select(VolumeRow.server_name, VolumeRow.drive)):  # type: ignore[call-overload]
+            self.drives.setdefault(server_name, set()).add(drive.upper())
+        self.failed = failed_volumes(session)
+        self.hours = _HourFolders(now)
+        self._paths: dict[str | None, tuple[str, ...]] = {}
+        self._own: dict[tuple[str | None, str], tuple[str, ...]] = {}
+
+    def own_drives(self, storage_path: str | None, current: str) -> tuple[str, ...]:
+        """The drives of ``storage_path`` that ``current`` has (parsed once per path and server)."""
+        own = self._own.get((storage_path, current))
+        if own is None:
+            if storage_path not in self._paths:
+                self._paths[storage_path] = _drives(storage_path, self.default_drive)
+            own = self._own[(storage_path, current)] = tuple(
+                d for d in self._paths[storage_path] if d in self.drives.get(current, ()))
+        return own
+
+    def check(self, cam_id: str, cam: _CameraRow, watch: _Watch | None, seen: tuple[str, str] | None = None,
+              *, everyone: bool = False) -> WatchCheck | None:
+        """The look ``cam_id`` is due in this sweep (``everyone``: due or not), ``None`` when none: not on a live
+        server, nothing to record on, storage failure owns it, or seen recently enough."""
+        current, state, storage_path, cam_stall, cam_failover_stalled, movable = cam
+        if current not in self.live:
+            return None
+        own = self.own_drives(storage_path, current)
+        if not own or all((current, d) in self.failed for d in own):
+            return None                   # nothing to record on, or storage failure owns it
+        now = self.now
+        stall_after = cam_stall if cam_stall is not None else self.farm.stall_after_s
+        back_to = now - timedelta(seconds=stall_after + 3600)
+        due = True
+        up_at = self.live[current]
+        hint = None
+        if watch is not None and watch.server == current and watch.since is not None:
+            since = max(watch.since, up_at) if up_at is not None else watch.since
+            due = state == CameraState.stalled or now >= _alive_until(watch.last_segment_at, watch.segment_s, since,
+                                                                      stall_after)
+            last, seg = watch.last_segment_at, watch.segment_s
+            if last is not None:
+                back_to = max(back_to, last)
+                if seen is not None and seg and state == CameraState.recording and seen[0] in own:
+                    hint = Hint(seen[0], last, seg, seen[1], ahead=min(MAX_AHEAD, int(stall_after // seg) + 2),
+                                accept_after=now - timedelta(seconds=seg + stall_after))
+        if not (due or everyone):
+            return None
+        planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at, watch)
+        return WatchCheck(cam_id, current, own, self.hours.back_to(cam_id, back_to), planned, hint)
+
+
+_CameraRow = tuple[Any, ...]     # (current, state, storage_path, stall_after_s, failover_stalled, movable)
+_CAMERA_COLUMNS = (Camera.id, Camera.current, Camera.state, Camera.storage_path, Camera.stall_after_s,
+                   Camera.failover_stalled, Camera.movable)
+_SHOULD_RECORD = (CameraState.recording, CameraState.stalled)
+MAX_AHEAD = 8                    # segment names looked for ahead of the last one seen
+
+
+def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False,
+                memory: WatchMemory | None = None) -> list[WatchCheck]:
     """The cameras to look at in this sweep (``everyone``: all that should record, due or not).
 
-    One query of plain rows (no ORM objects): this runs every sweep over every camera of the farm.
+    Without ``memory`` one query of plain rows (no ORM objects) over the farm's cameras and their watch rows.
+    With a watching run's ``memory`` (``WatchMemory``) the cameras come from it while the inventory's cameras
+    have not changed: the sweep then reads the small tables and one aggregate, not 10,000 rows.
     """
     now = now or utcnow()
-    farm = inventory.farm_settings(session)
-    default_drive = WindowsPath.parse(inventory.storage_settings(session).default_path).drive
-    live = {name: changed for name, changed, state, maintenance, failing in session.execute(
-        sa.select(Server.name, Server.state_changed_at, Server.state, Server.maintenance,  # type: ignore[call-overload]
-                  Server.failing_since))
-            if state == ServerState.up and not maintenance and failing is None}   # failing probe: health's job
-    drives: dict[str, set[str]] = {}
-    for server_name, drive in session.execute(sa.select(VolumeRow.server_name, VolumeRow.drive)):  # type: ignore[call-overload]
-        drives.setdefault(server_name, set()).add(drive.upper())
-    failed = failed_volumes(session)
+    ctx = _PlanContext(session, now)
+    if memory is not None and not everyone:
+        memory.refresh(session, ctx)
+        return memory.due(ctx)
     watch = CameraWatch.__table__.c  # type: ignore[attr-defined]
     rows = session.execute(
-        sa.select(Camera.id, Camera.current, Camera.state, Camera.storage_path, Camera.stall_after_s,  # type: ignore[call-overload]
-                  Camera.failover_stalled, Camera.movable, *(watch[name] for name in _WATCH_COLUMNS))
+        sa.select(*_CAMERA_COLUMNS, *(watch[name] for name in _WATCH_COLUMNS))  # type: ignore[call-overload]
         .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
-        .where(col(Camera.state).in_([CameraState.recording, CameraState.stalled]),
-               col(Camera.current).in_(list(live)))
+        .where(col(Camera.state).in_(_SHOULD_RECORD), col(Camera.current).in_(list(ctx.live)))
         .where(sa.true() if everyone else sa.or_(     # seen within the shortest stall_after: certainly not due
             col(CameraWatch.camera_id).is_(None), col(CameraWatch.server) != col(Camera.current),
             col(Camera.state) == CameraState.stalled, col(CameraWatch.last_segment_at).is_(None),
-            col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, farm))))
+            col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, ctx.farm))))
     ).all()
-    paths: dict[str | None, tuple[str, ...]] = {}
-    hours = _HourFolders(now)
-    own_drives: dict[tuple[str | None, str], tuple[str, ...]] = {}
     checks = []
-    for cam_id, current, state, storage_path, cam_stall, cam_failover_stalled, movable, *w in rows:
-        w_id, w_server, w_since, w_last, w_seg = w[:5]
-        own = own_drives.get((storage_path, current))
-        if own is None:
-            if storage_path not in paths:
-                paths[storage_path] = _drives(storage_path, default_drive)
-            own = own_drives[(storage_path, current)] = tuple(
-                d for d in paths[storage_path] if d in drives.get(current, ()))
-        if not own or all((current, d) in failed for d in own):
-            continue                      # nothing to record on, or storage failure owns it
-        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
-        back_to = now - timedelta(seconds=stall_after + 3600)
-        due = True
-        up_at = live[current]
-        if w_server == current and w_since is not None:
-            since = max(w_since, up_at) if up_at is not None else w_since
-            due = state == CameraState.stalled or now >= _alive_until(w_last, w_seg, since, stall_after)
-            if w_last is not None:
-                back_to = max(back_to, w_last)
-        if due or everyone:
-            planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at,
-                              _Watch(*w) if w_id is not None else None)
-            checks.append(WatchCheck(cam_id, current, own, hours.back_to(cam_id, back_to), planned))
+    for cam_id, *rest in rows:
+        cam, w = tuple(rest[:6]), rest[6:]
+        check = ctx.check(cam_id, cam, _Watch(*w) if w[0] is not None else None, everyone=everyone)
+        if check is not None:
+            checks.append(check)
     return checks
+
+
+@dataclass(slots=True)
+class _Known:
+    """One camera as a watching run knows it: its row, its watch row (perhaps newer than the inventory's), where
+    its newest segment was seen (drive, extension), and a time it is certainly not due before."""
+
+    cam: _CameraRow
+    watch: _Watch | None
+    seen: tuple[str, str] | None = None
+    due_at: float = float("-inf")
+
+
+class WatchMemory:
+    """What a watching run remembers of its cameras between sweeps (one-off sweeps have none).
+
+    The inventory stays the truth: the cameras (``current``, ``state``, storage path, overrides) are reloaded
+    whenever the camera table's fingerprint (rows, sum of ``version``, every writer bumps it) or the farm's
+    watchdog settings change, and every ``RELOAD_S`` in any case; the small tables (servers, volumes, failed
+    volumes) are read every sweep. Stalls, resumes and first or moved watch rows are written at once; a
+    watch row that only saw a newer segment is written at the next checkpoint (every ``CHECKPOINT_S``, and
+    when the watch ends). Losing those (a killed watcher) costs nothing but an early look: the newest segment
+    is always read from the volume before anything is decided.
+    """
+
+    RELOAD_S = 300.0
+    CHECKPOINT_S = 300.0
+
+    def __init__(self) -> None:
+        self.cameras: dict[str, _Known] = {}
+        self.fingerprint: tuple[Any, ...] | None = None
+        self.loaded_at: datetime | None = None
+        self.saved_at: datetime | None = None
+        self.unsaved: dict[str, _Watch] = {}
+        self.reloads = 0
+
+    @staticmethod
+    def _fingerprint(session: Session, farm: Any) -> tuple[Any, ...]:
+        table = Camera.__table__  # type: ignore[attr-defined]
+        count, versions, ids = session.execute(sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.version), 0),
+            sa.func.coalesce(sa.func.sum(sa.func.length(table.c.id)), 0))).one()
+        return int(count), int(versions), int(ids), float(farm.stall_after_s), bool(farm.failover_stalled)
+
+    def refresh(self, session: Session, ctx: _PlanContext) -> None:
+        """Reload the cameras when the inventory's changed (or ``RELOAD_S`` passed); keep what was seen since."""
+        fingerprint = self._fingerprint(session, ctx.farm)
+        if fingerprint == self.fingerprint and self.loaded_at is not None and \
+                (ctx.now - self.loaded_at).total_seconds() < self.RELOAD_S:
+            return
+        watch = CameraWatch.__table__.c  # type: ignore[attr-defined]
+        rows = session.execute(
+            sa.select(*_CAMERA_COLUMNS, *(watch[name] for name in _WATCH_COLUMNS))  # type: ignore[call-overload]
+            .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
+            .where(col(Camera.state).in_(_SHOULD_RECORD))).all()
+        old, self.cameras = self.cameras, {}
+        for cam_id, *rest in rows:
+            cam, w = tuple(rest[:6]), rest[6:]
+            stored = _Watch(*w) if w[0] is not None else None
+            known = old.get(cam_id)
+            mine = known.watch if known is not None else None
+            keep = mine is not None and stored is not None and (
+                mine.server == stored.server and mine.since == stored.since and mine.stalled_at == stored.stalled_at
+                and (mine.last_segment_at or _EPOCH) >= (stored.last_segment_at or _EPOCH))
+            entry = _Known(cam, mine if keep else stored, known.seen if keep and known is not None else None)
+            self._plan_next(entry, ctx.farm)
+            self.cameras[cam_id] = entry
+        self.unsaved = {cam: w for cam, w in self.unsaved.items() if cam in self.cameras}
+        self.fingerprint, self.loaded_at = fingerprint, ctx.now
+        self.reloads += 1
+
+    @staticmethod
+    def _plan_next(entry: _Known, farm: Any) -> None:
+        watch, current, cam_stall = entry.watch, entry.cam[0], entry.cam[3]
+        if watch is None or watch.server != current:
+            entry.due_at = float("-inf")
+            return
+        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
+        entry.due_at = _alive_until(watch.last_segment_at, watch.segment_s, watch.since, stall_after).timestamp()
+
+    def due(self, ctx: _PlanContext) -> list[WatchCheck]:
+        now = ctx.now.timestamp()
+        checks = []
+        for cam_id, known in self.cameras.items():
+            if known.due_at > now and known.cam[1] != CameraState.stalled:
+                continue                  # certainly not due (its server's restart only makes it later)
+            check = ctx.check(cam_id, known.cam, known.watch, known.seen)
+            if check is not None:
+                checks.append(check)
+        return checks
+
+    def saw(self, cam_id: str, watch: _Watch, state: CameraState, sighting: Sighting, farm: Any, *,
+            written: bool, fresh: bool, bumped: bool) -> None:
+        """Remember what ``record_sightings`` made of a sighting (``written``: the row is in the inventory now;
+        ``fresh``: it saw a newer segment, to write at the checkpoint unless written)."""
+        known = self.cameras.get(cam_id)
+        if known is None:
+            return
+        known.watch = watch
+        known.cam = (known.cam[0], state, *known.cam[2:])
+        if sighting.drive is not None and sighting.ext is not None:
+            known.seen = (sighting.drive, sighting.ext)
+        self._plan_next(known, farm)
+        if written:
+            self.unsaved.pop(cam_id, None)
+        elif fresh or cam_id in self.unsaved:
+            self.unsaved[cam_id] = watch
+        if bumped and self.fingerprint is not None:     # our own compare-and-set bumped the camera's version
+            self.fingerprint = (self.fingerprint[0], self.fingerprint[1] + 1, *self.fingerprint[2:])
+
+    def checkpoint(self, session: Session, now: datetime, *, force: bool = False) -> int:
+        """Write the watch rows that only saw newer segments (every ``CHECKPOINT_S``; ``force``: now)."""
+        if self.saved_at is None:
+            self.saved_at = now
+        if not self.unsaved or not (force or (now - self.saved_at).total_seconds() >= self.CHECKPOINT_S):
+            return 0
+        rows = [{k: getattr(w, k) for k in _WATCH_COLUMNS} for w in self.unsaved.values()]
+        _UPDATE_WATCH.execute(session.connection(), rows)
+        self.unsaved, self.saved_at = {}, now
+        return len(rows)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _servers_up_at(session: Session) -> dict[str, datetime | None]:
@@ -206,68 +397,98 @@ def _drives(storage_path: str | None, default_drive: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Sighting:
-    """The newest closed segment of a camera (start) and the usual segment length, or why not known."""
+    """The newest closed segment of a camera (start) and the usual segment length, or why not known; the drive
+    and file extension it was found with (a watching run looks for the next ones by name)."""
 
     camera: str
     newest: datetime | None = None
     segment_s: float | None = None
     error: str | None = None
+    drive: str | None = None
+    ext: str | None = None
 
 
 NEWEST_STARTS = 4           # the usual segment length is the shortest step among the newest 4 segments
 
 
-def closed_starts(volume: Volume, folder: str, newest: int = NEWEST_STARTS) -> list[datetime]:
-    """Starts of the newest ``newest`` closed segments in one hour folder (a missing folder: none), sorted.
+def closed_starts(volume: Volume, folder: str, newest: int = NEWEST_STARTS) -> list[tuple[datetime, str]]:
+    """(start, extension) of the newest ``newest`` closed segments in one hour folder (a missing folder: none),
+    sorted by start.
 
     Segment names begin with their fixed-width UTC stamp, so the newest names sort last: only those are
     parsed (an hour of 1-minute segments is 60 names per camera; a sweep looks at hundreds of cameras).
     """
-    starts: set[datetime] = set()
+    starts: dict[datetime, str] = {}
     for name in sorted(volume.folder_names(folder), reverse=True):
         start = segment_start(name)
         if start is not None:
-            starts.add(start)            # a conflict copy (same stamp, ``~server``) is the same moment
+            if start not in starts:      # a conflict copy (same stamp, ``~server``) is the same moment
+                starts[start] = name.rsplit(".", 1)[1]
             if len(starts) >= newest:
                 break
-    return sorted(starts)
+    return sorted(starts.items())
 
 
 def newest_segment(volume: Volume, folders: Sequence[str], *, length_known: bool = False
-                   ) -> tuple[datetime | None, float | None]:
-    """The newest closed segment (newest non-empty folder first) and the usual segment length there.
+                   ) -> tuple[datetime | None, float | None, str | None]:
+    """The newest closed segment (newest non-empty folder first), the usual segment length there, and the
+    newest segment's file extension.
 
     One segment only in the newest folder (the first minutes of an hour): the one before it is in the
     previous hour, listed only when the usual length is not known yet (``length_known``: the watch row has it).
     """
-    found: list[datetime] = []
+    found: list[tuple[datetime, str]] = []
     for folder in folders:
         found = closed_starts(volume, folder) + found
         if len(found) >= (1 if length_known else 2):
             break
     if not found:
-        return None, None
-    steps = [(b - a).total_seconds() for a, b in zip(found, found[1:], strict=False) if b > a]
-    return found[-1], (min(steps) if steps else None)     # the usual length: a gap is never shorter
+        return None, None, None
+    starts = [start for start, _ in found]
+    steps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    return starts[-1], (min(steps) if steps else None), found[-1][1]   # the usual length: a gap is never shorter
+
+
+def newest_by_name(volume: Volume, camera: str, hint: Hint) -> datetime | None:
+    """The last of the segments after ``hint.last`` found by exact name, one after the other, ``None`` when the
+    first is not there (a ``stat`` each: a closed segment's name is its start, so no folder is listed)."""
+    newest = None
+    for start, relpath in hint.names(camera):
+        if not volume.has_file(relpath):
+            break
+        newest = start
+    return newest
 
 
 def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
-    """The newest closed segment of one camera over its write drives (errors become ``Sighting.error``)."""
+    """The newest closed segment of one camera over its write drives (errors become ``Sighting.error``).
+
+    With a hint, the segments after the last one seen are looked for by name first; a found one that keeps the
+    camera well alive (``Hint.accept_after``) is the answer, anything else lists the folders."""
+    hint = check.hint
+    if hint is not None and hint.drive in check.drives:
+        try:
+            start = newest_by_name(open_volume(check.server, hint.drive), check.camera, hint)
+        except (FarmkeeperError, OSError):
+            start = None                 # the listing below says what is wrong
+        if start is not None and start > hint.accept_after:
+            return Sighting(check.camera, start, hint.segment_s, drive=hint.drive, ext=hint.ext)
     newest: datetime | None = None
     length: float | None = None
+    where: tuple[str | None, str | None] = (None, None)
     errors = []
     for drive in check.drives:
         try:
             volume = open_volume(check.server, drive)
-            start, seg = newest_segment(volume, check.folders, length_known=check.length_known)
+            start, seg, ext = newest_segment(volume, check.folders, length_known=check.length_known)
         except (FarmkeeperError, OSError) as exc:
             errors.append(f"{drive}: {exc}")
             continue
         if start is not None and (newest is None or start > newest):
-            newest, length = start, seg
+            newest, length, where = start, seg, (drive, ext)
     if newest is None and errors:
         return Sighting(check.camera, error="; ".join(errors)[:300])
-    return Sighting(check.camera, newest, length)
+    return Sighting(check.camera, newest, length, drive=where[0], ext=where[1])
 
 
 def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: float | None = None,
@@ -366,7 +587,7 @@ def _planned(session: Session, sightings: list[Sighting], checks: Sequence[Watch
         seen = check.planned
         cams[check.camera] = (check.server, seen.state, seen.stall_after_s, seen.failover_stalled, seen.movable)
         if seen.watch is not None:
-            watches[check.camera] = dataclasses.replace(seen.watch)      # a copy: the check stays as planned
+            watches[check.camera] = copy.copy(seen.watch)      # a copy: the check stays as planned
         up_at[check.server] = seen.up_at
     if unplanned:
         more_cams, more_watches = _load(session, unplanned)
@@ -377,8 +598,11 @@ def _planned(session: Session, sightings: list[Sighting], checks: Sequence[Watch
 
 
 def record_sightings(session: Session, sightings: Iterable[Sighting], now: datetime | None = None,
-                     checks: Sequence[WatchCheck] = ()) -> WatchUpdate:
-    """Apply what was seen: stalled and resumed cameras (each reported once), cameras to fail over."""
+                     checks: Sequence[WatchCheck] = (), memory: WatchMemory | None = None) -> WatchUpdate:
+    """Apply what was seen: stalled and resumed cameras (each reported once), cameras to fail over.
+
+    With a watching run's ``memory``, a watch row that only saw a newer segment is kept there until its
+    checkpoint (``WatchMemory``); every other change is written now, as without it."""
     now = now or utcnow()
     farm = inventory.farm_settings(session)
     where = {c.camera: c.server for c in checks}
@@ -422,9 +646,14 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
                 _set_state(session, cam_id, current, CameraState.stalled, CameraState.recording):
             update.resumed.append(Resume(cam_id, current, watch.last_segment_at, watch.stalled_at))
             watch.stalled_at, is_stalled = None, False
-        if changed or fresh or is_stalled != was_stalled:
+        write = changed or is_stalled != was_stalled or (fresh and memory is None)
+        if write or fresh:
             watch.checked_at = now                       # rows written only when something changed
+        if write:
             (inserts if new_row else updates).append({k: getattr(watch, k) for k in _WATCH_COLUMNS})
+        if memory is not None:
+            memory.saw(cam_id, watch, CameraState.stalled if is_stalled else CameraState.recording, sighting, farm,
+                       written=write, fresh=fresh, bumped=is_stalled != was_stalled)
         failover_stalled = cam_failover_stalled if cam_failover_stalled is not None else farm.failover_stalled
         if failover_stalled and movable and is_stalled:
             update.fail_over.setdefault(current, []).append(cam_id)
@@ -435,6 +664,8 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
     if inserts:
         session.execute(sa.insert(CameraWatch), inserts)
     _UPDATE_WATCH.execute(session.connection(), updates)     # one driver executemany by primary key
+    if memory is not None:
+        memory.checkpoint(session, now)
     session.flush()
     return update
 

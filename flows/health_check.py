@@ -51,13 +51,15 @@ from farmkeeper.models import utcnow
 from farmkeeper.settings import load_settings
 from farmkeeper.specs import parse_duration
 from farmkeeper.watch import FarmView, HeldResults, acquire_lease, lease_ttl, release_lease
+from farmkeeper.watchdog import WatchMemory
 from flows.failover import FailoverParams, failover
 from flows.retention_sweep import sweep_floors
-from flows.watchdog import check_volumes_step, watch_recordings_step
+from flows.watchdog import check_volumes_step, save_recordings, watch_recordings_step
 from tasks.common import PLAIN, QUIET, call, plain_calls, send_notification
 from tasks.events import down_context, health_events
 from tasks.farm_status import after_sweep
 from tasks.health import HealthUpdate, load_view, probe, record_health
+from tasks.watchdog import FarmAccesses
 
 
 class HealthCheckParams(BaseModel):
@@ -121,6 +123,13 @@ class WatchState:
     swept_at: datetime | None = None                         # last sweep that probed
     inventory_down: bool = False                             # the last attempt to reach the inventory failed
     long_lived: bool = False                                 # a watching run: settle_memory after sweeps 1, 5
+    recordings: WatchMemory | None = None                    # a watching run's cameras (farmkeeper.watchdog)
+    accesses: FarmAccesses | None = None                     # a watching run's volume accesses (tasks.watchdog)
+
+    @classmethod
+    def watching(cls) -> "WatchState":
+        """The memory of a watching run (``watch_for > 0``): long-lived, keeping its cameras between sweeps."""
+        return cls(long_lived=True, recordings=WatchMemory(), accesses=FarmAccesses())
 
     def step_failed(self, name: str, exc: BaseException, logger: Any) -> str:
         text = f"{type(exc).__name__}: {exc}"[:500]
@@ -400,7 +409,7 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
     """Sweep every health_interval until ``watch_for``/``max_sweeps`` (a watching run: with the lease)."""
     logger = _logger()
     started = time.monotonic()
-    watch = WatchState(long_lived=params.watch_for > 0)
+    watch = WatchState.watching() if params.watch_for > 0 else WatchState()
     run_id = _flow_run_id()
     if run_id and os.environ.get("FARMKEEPER_WATCH_RUN_FILE"):   # for the supervisor: which run to mark crashed
         with contextlib.suppress(OSError):
@@ -424,6 +433,8 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
                 logger.warning("the supervisor (pid %d) is gone: this watch ends", parent)
                 break
             if lease is not None and not lease.renew():
+                if watch.recordings is not None and watch.recordings.cameras:
+                    watch.recordings = WatchMemory()    # the holder's sweeps change what it knew
                 if not standby_logged:
                     logger.info("another run holds the watch lease; standing by")
                     standby_logged = True
@@ -451,6 +462,8 @@ def watch_loop(params: HealthCheckParams) -> dict[str, Any]:
                     break
     finally:
         QUIET.reset(quiet)
+        if watch.recordings is not None and (lease is None or lease.held):
+            save_recordings(watch.recordings, logger)
         if lease is not None:
             lease.release()
         if watch.engine is not None:

@@ -14,10 +14,10 @@ import logging
 from typing import Any
 
 from farmkeeper.failover import FailoverResult
-from farmkeeper.watchdog import Resume, Stall
+from farmkeeper.watchdog import Resume, Stall, WatchMemory
 from flows.failover import failover_message
 from tasks.common import call, send_notification
-from tasks.watchdog import check_volumes, fail_over_cameras, recover_server, watch_recordings
+from tasks.watchdog import check_volumes, fail_over_cameras, recover_server, save_watch, watch_recordings
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,12 @@ def _fail_over(server: str, cameras: list[str], reason: str, *, mark_left: bool)
 
 
 def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
-    """Stalled and resumed cameras of this sweep: one notification each, stalled ones failed over if asked."""
-    update = call(watch_recordings)
+    """Stalled and resumed cameras of this sweep: one notification each, stalled ones failed over if asked.
+    A watching run's sweeps keep its cameras in memory (``ctx.watch.recordings``, ``WatchMemory``)."""
+    watch = getattr(ctx, "watch", None)
+    memory, kept = getattr(watch, "recordings", None), getattr(watch, "accesses", None)
+    update = call(watch_recordings, memory, kept) if memory is not None or kept is not None \
+        else call(watch_recordings)
     for stall in update.stalled:
         title, body = stall_message(stall)
         send_notification(title, body, "failure")
@@ -81,7 +85,8 @@ def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
 
 def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     """Failed and recovered volumes: notify once each, fail over the cameras left without storage."""
-    update = call(check_volumes)
+    kept = getattr(getattr(ctx, "watch", None), "accesses", None)
+    update = call(check_volumes, kept) if kept is not None else call(check_volumes)
     if hasattr(ctx, "spaces"):
         ctx.spaces = update.spaces           # the floor step of this sweep reads these instead of the volumes
     for t in update.transitions:
@@ -107,3 +112,14 @@ def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     return {"failed": [f"{t.server}:{t.drive}" for t in update.transitions if t.failed],
             "recovered": [f"{t.server}:{t.drive}" for t in update.transitions if not t.failed], "moved": moved}
 
+
+def save_recordings(memory: WatchMemory, logger: Any) -> None:
+    """A watch ends: write the watch rows its memory has not written yet (never fails the run)."""
+    try:
+        saved = save_watch(memory)
+    except Exception as exc:  # noqa: BLE001 - the inventory is away: the next watch looks again, nothing is lost
+        logger.warning("watch rows not saved at the end of the watch (%s): the next watch looks again",
+                       type(exc).__name__)
+        return
+    if saved:
+        logger.debug("%d watch row(s) saved at the end of the watch", saved)

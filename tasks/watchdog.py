@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from farmkeeper import failover as core_failover
 from farmkeeper import inventory, watchdog
+from farmkeeper.settings import load_settings
 from farmkeeper.storage import Volume, VolumeAccess, open_volume
 from tasks.common import Tag, farm_volumes, inventory_session, run_logger, storage_prefer
 
@@ -59,11 +60,43 @@ class VolumePool:
 POOL = VolumePool()
 
 
+class FarmAccesses:
+    """A watching run's volume accesses (credentials resolved), read again after ``KEEP_S``: both watchdog steps
+    of every sweep need them, and reading and resolving 200 servers' volumes costs ~20 ms each time. A volume
+    added or a credential changed reaches a watching run within ``KEEP_S`` (one-off sweeps read them each time;
+    open volumes are kept ``KEEP_OPEN_S`` either way)."""
+
+    KEEP_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: tuple[str, float, dict[tuple[str, str], VolumeAccess]] | None = None
+
+    def get(self, servers: set[str]) -> dict[tuple[str, str], VolumeAccess]:
+        url = load_settings().database_url
+        with self._lock:
+            held = self._held
+        if held is None or held[0] != url or time.monotonic() - held[1] >= self.KEEP_S:
+            held = (url, time.monotonic(), {(v.server, v.drive): v.access for v in farm_volumes()})
+            with self._lock:
+                self._held = held
+        return {key: access for key, access in held[2].items() if key[0] in servers}
+
+    def forget(self) -> None:
+        with self._lock:
+            self._held = None
+
+
 @contextmanager
-def opener(servers: list[str]) -> Iterator[tuple[watchdog.VolumeOpener, set[str]]]:
-    """``(server, drive) → Volume`` for the named servers (credentials resolved once per sweep), and the
-    servers whose volumes are all configured as local paths (from the settings: nothing is touched here)."""
-    accesses = {(v.server, v.drive): v.access for v in farm_volumes(sorted(set(servers)))}
+def opener(servers: list[str], kept: FarmAccesses | None = None
+           ) -> Iterator[tuple[watchdog.VolumeOpener, set[str]]]:
+    """``(server, drive) → Volume`` for the named servers (credentials resolved now, or ``kept`` by a watching
+    run), and the servers whose volumes are all configured as local paths (from the settings: nothing is
+    touched here)."""
+    if kept is not None:
+        accesses = kept.get(set(servers))
+    else:
+        accesses = {(v.server, v.drive): v.access for v in farm_volumes(sorted(set(servers)))}
     prefer = storage_prefer()
     smb = {server for (server, _), a in accesses.items()
            if prefer == "smb" or (prefer == "auto" and not a.local_path)}
@@ -84,33 +117,42 @@ def _deadline(session: Session) -> float:
 
 
 @task(name="watch-recordings", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
-def watch_recordings() -> watchdog.WatchUpdate:
-    """Look at the newest segment of every camera due a look; record stalled and resumed cameras."""
+def watch_recordings(memory: watchdog.WatchMemory | None = None,
+                     kept: FarmAccesses | None = None) -> watchdog.WatchUpdate:
+    """Look at the newest segment of every camera due a look; record stalled and resumed cameras.
+
+    ``memory``, ``kept``: a watching run's (its sweeps are plain calls, never task runs with these parameters)."""
     logger = run_logger(__name__)
     with inventory_session() as session:
-        checks = watchdog.plan_checks(session)
+        checks = watchdog.plan_checks(session, memory=memory)
         deadline = _deadline(session)
     if not checks:
         return watchdog.WatchUpdate()
-    with opener([c.server for c in checks]) as (open_one, local):
+    with opener([c.server for c in checks], kept) as (open_one, local):
         sightings = watchdog.look(checks, open_one, deadline_s=deadline, local=local)
     with inventory_session() as session:
-        update = watchdog.record_sightings(session, sightings, checks=checks)
+        update = watchdog.record_sightings(session, sightings, checks=checks, memory=memory)
     if update.errors:
         logger.info("watchdog could not look at %d camera(s): %s", len(update.errors),
                     "; ".join(f"{c}: {e}" for c, e in list(update.errors.items())[:5]))
     return update
 
 
+def save_watch(memory: watchdog.WatchMemory) -> int:
+    """Write what a watching run's memory has not written yet (its end); the number of watch rows."""
+    with inventory_session() as session:
+        return memory.checkpoint(session, watchdog.utcnow(), force=True)
+
+
 @task(name="check-volumes", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
-def check_volumes() -> watchdog.VolumeUpdate:
+def check_volumes(kept: FarmAccesses | None = None) -> watchdog.VolumeUpdate:
     """Probe every volume of a live server (write the probe file, compare the floor); record failures."""
     with inventory_session() as session:
         checks = watchdog.plan_volume_checks(session)
         deadline = _deadline(session)
     if not checks:
         return watchdog.VolumeUpdate()
-    with opener([c.server for c in checks]) as (open_one, local):
+    with opener([c.server for c in checks], kept) as (open_one, local):
         probes = watchdog.probe_volumes(checks, open_one, deadline_s=deadline, local=local)
     with inventory_session() as session:
         return watchdog.record_volume_probes(session, probes)

@@ -303,6 +303,16 @@ class LocalVolume(Volume):
             raise self.wrap(exc, rel) from None
         return Entry(rel, 0 if stat_mod.S_ISDIR(st.st_mode) else st.st_size, st.st_mtime)
 
+    def has_file(self, relpath: str) -> bool:
+        rel = self.rel(relpath)
+        try:
+            st = os.lstat(self._abs(rel))          # a link is not footage, as no listing counts one
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise self.wrap(exc, rel) from None
+        return stat_mod.S_ISREG(st.st_mode)
+
     def makedirs(self, relpath: str) -> None:
         rel = self.rel(relpath)
         path = self._abs(rel)

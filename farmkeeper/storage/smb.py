@@ -425,6 +425,17 @@ class SMBVolume(Volume):
             size, mtime, attrs = smb2.create_stat(mv)
             return Entry(rel, 0 if attrs & smb2.FILE_ATTRIBUTE_DIRECTORY else size, mtime)
 
+    def has_file(self, relpath: str) -> bool:
+        rel = self.rel(relpath)
+        with self.channel(rel) as ch:
+            (status, mv), _ = ch.call([smb2.create(rel, smb2.FILE_READ_ATTRIBUTES | smb2.SYNCHRONIZE,
+                                                   smb2.FILE_OPEN, 0), smb2.close()], related=True)
+            if status in _NOT_FOUND or status == smb2.STATUS_DELETE_PENDING:
+                return False
+            self._check(status, rel)
+            _, _, attrs = smb2.create_stat(mv)
+            return not attrs & (smb2.FILE_ATTRIBUTE_DIRECTORY | smb2.FILE_ATTRIBUTE_REPARSE_POINT)
+
     def makedirs(self, relpath: str) -> None:
         rel = self.rel(relpath)
         if not rel or rel in self._dirs:

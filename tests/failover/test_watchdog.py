@@ -45,12 +45,24 @@ def write_segment(root: Path, camera: str, start: datetime, *, closed: bool = Tr
     (path if closed else path.with_name("." + path.name)).write_bytes(b"x")
 
 
+MEMORY: list[watchdog.WatchMemory | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["one-off sweeps", "a watching run's memory"])
+def memory(request: pytest.FixtureRequest) -> Iterator[watchdog.WatchMemory | None]:
+    """Every scenario runs twice: as one-off sweeps (the inventory alone) and as one watching run's sweeps
+    (``WatchMemory``: cameras kept between sweeps, segments found by name, watch rows checkpointed)."""
+    MEMORY[0] = watchdog.WatchMemory() if request.param != "one-off sweeps" else None
+    yield MEMORY[0]
+    MEMORY[0] = None
+
+
 def sweep(farm: Farm, now: datetime) -> watchdog.WatchUpdate:
     with db() as s:
-        checks = watchdog.plan_checks(s, now)
+        checks = watchdog.plan_checks(s, now, memory=MEMORY[0])
     sightings = watchdog.look(checks, opener(farm))
     with db() as s:
-        return watchdog.record_sightings(s, sightings, now, checks=checks)
+        return watchdog.record_sightings(s, sightings, now, checks=checks, memory=MEMORY[0])
 
 
 def state(camera: str) -> tuple[str | None, CameraState]:
