@@ -102,11 +102,14 @@ class Hint:
     ext: str
     ahead: int
     accept_after: datetime
+    closed_by: datetime | None = None       # a segment starting later cannot have closed yet: not looked for
 
     def names(self, camera: str) -> Iterator[tuple[datetime, str]]:
         """The next segments' starts and names (camera and extension were checked where they were read)."""
         for k in range(1, self.ahead + 1):
             start = self.last + timedelta(seconds=k * self.segment_s)
+            if self.closed_by is not None and start > self.closed_by:
+                return
             yield start, FootagePath(start, VIDEO, camera, WATCH_STREAM, self.ext).relpath
 
 
@@ -205,7 +208,8 @@ class _PlanContext:
                 back_to = max(back_to, last)
                 if seen is not None and seg and state == CameraState.recording and seen[0] in own:
                     hint = Hint(seen[0], last, seg, seen[1], ahead=min(MAX_AHEAD, int(stall_after // seg) + 2),
-                                accept_after=now - timedelta(seconds=seg + stall_after))
+                                accept_after=now - timedelta(seconds=seg + stall_after),
+                                closed_by=now - timedelta(seconds=seg))
         if not (due or everyone):
             return None
         planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at, watch)

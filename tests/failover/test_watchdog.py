@@ -325,3 +325,74 @@ def test_the_previous_hour_is_listed_only_while_the_segment_length_is_unknown(fa
     with db() as s:
         assert s.get(watchdog.CameraWatch, "cam-a").segment_s == 60.0  # type: ignore[union-attr]
         assert s.get(watchdog.CameraWatch, "cam-b").segment_s == 60.0  # type: ignore[union-attr]
+
+
+def test_a_watching_run_finds_segments_by_name_sees_other_writers_and_saves_at_its_checkpoint(farm: Farm) -> None:
+    """One watching run's memory: after the first listing the next segments are found by name (no listing);
+    a camera moved by another writer is seen in the next sweep; rows that only saw newer segments reach the
+    inventory at the checkpoint; a stall is still decided on a listing."""
+    import sqlalchemy as sa
+
+    from farmkeeper.models import Camera, CameraWatch
+
+    memory = watchdog.WatchMemory()
+    root = farm.volumes["p1"]
+    listed: list[str] = []
+
+    class Counting(LocalVolume):
+        def folder_names(self, relpath: str) -> list[str]:
+            listed.append(relpath)
+            return super().folder_names(relpath)
+
+    def run(now: datetime) -> watchdog.WatchUpdate:
+        with db() as s:
+            checks = watchdog.plan_checks(s, now, memory=memory)
+        sightings = watchdog.look(checks, lambda server, drive: Counting(VolumeAccess(
+            server=server, drive=drive, local_path=str(farm.volumes[server]))))
+        with db() as s:
+            return watchdog.record_sightings(s, sightings, now, checks=checks, memory=memory)
+
+    def stored(camera: str) -> tuple[str, datetime | None]:
+        with db() as s:
+            row = s.get(CameraWatch, camera)
+            assert row is not None
+            return row.server, row.last_segment_at
+
+    for minute in range(-5, 0):
+        write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
+    run(T0)                                             # first look: listed, rows inserted now
+    assert stored("cam-a") == ("p1", T0 - timedelta(minutes=1))
+    listed.clear()
+    now = T0
+    for _ in range(24):                  # 4 minutes of 1-minute segments, sweeps every 10 s (checkpoint: 5 min)
+        now += timedelta(seconds=10)
+        if now.second == 0:
+            write_segment(root, "cam-a", now - timedelta(minutes=1))
+        assert [s.camera for s in run(now).stalled if s.camera == "cam-a"] == []
+    assert [p for p in listed if "/cam-a/" in p] == []  # found by name, never listed
+    kept = memory.cameras["cam-a"].watch
+    assert kept is not None and kept.last_segment_at is not None
+    assert kept.last_segment_at >= T0 + timedelta(minutes=1)          # it looked again when due, by name
+    assert stored("cam-a") == ("p1", T0 - timedelta(minutes=1))     # not written yet: kept for the checkpoint
+    with db() as s:
+        assert memory.checkpoint(s, now, force=True) >= 1
+    assert stored("cam-a") == ("p1", kept.last_segment_at)
+    # another writer moves cam-a to r1 (as a failover does: version bumped): the next sweep looks there
+    with db() as s:
+        table = Camera.__table__  # type: ignore[attr-defined]
+        s.execute(sa.update(table).where(table.c.id == "cam-a").values(current="r1", version=table.c.version + 1))
+    reloads = memory.reloads
+    with db() as s:
+        checks = watchdog.plan_checks(s, now + timedelta(seconds=10), memory=memory)
+    assert memory.reloads == reloads + 1
+    assert [(c.camera, c.server) for c in checks if c.camera == "cam-a"] == [("cam-a", "r1")]
+    # back on p1, then silence: the stall is decided on a listing of the camera's folders
+    with db() as s:
+        s.execute(sa.update(table).where(table.c.id == "cam-a").values(current="p1", version=table.c.version + 1))
+    listed.clear()
+    stalls = []
+    while now < T0 + timedelta(minutes=12):
+        now += timedelta(seconds=10)
+        stalls += run(now).stalled
+    assert [s.camera for s in stalls if s.camera == "cam-a"] == ["cam-a"]
+    assert any("/cam-a/" in p for p in listed)
