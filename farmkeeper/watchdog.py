@@ -27,7 +27,6 @@ The I/O (listing, probing) happens between two short transactions: ``plan_*`` re
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -71,7 +70,7 @@ R = TypeVar("R")
 
 # --- recording watchdog: plan -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Planned:
     """What the plan read of a camera (its row and watch row), so recording the sighting reads nothing again.
 
@@ -86,7 +85,7 @@ class Planned:
     watch: _Watch | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hint:
     """Where a watching run last saw the camera's newest closed segment: the segments after it are looked for by
     their exact names first (one ``stat`` each, ``ahead`` at most) on the drive it was on.
@@ -113,7 +112,7 @@ class Hint:
             yield start, FootagePath(start, VIDEO, camera, WATCH_STREAM, self.ext).relpath
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WatchCheck:
     """One camera to look at: the hour folders (newest first) on each of its write drives."""
 
@@ -172,6 +171,7 @@ class _PlanContext:
         self.hours = _HourFolders(now)
         self._paths: dict[str | None, tuple[str, ...]] = {}
         self._own: dict[tuple[str | None, str], tuple[str, ...]] = {}
+        self._windows: dict[tuple[float, float], tuple[datetime, datetime]] = {}
 
     def own_drives(self, storage_path: str | None, current: str) -> tuple[str, ...]:
         """The drives of ``storage_path`` that ``current`` has (parsed once per path and server)."""
@@ -182,6 +182,17 @@ class _PlanContext:
             own = self._own[(storage_path, current)] = tuple(
                 d for d in self._paths[storage_path] if d in self.drives.get(current, ()))
         return own
+
+    def windows(self, segment_s: float, stall_after_s: float) -> tuple[datetime, datetime]:
+        """A hint's ``accept_after`` and ``closed_by`` at this ``now`` (a segment ending just now is not looked
+        for by name: recorders close late, so it is rarely there yet, and its absence only brings the next look
+        one segment sooner)."""
+        key = (segment_s, stall_after_s)
+        found = self._windows.get(key)
+        if found is None:
+            found = self._windows[key] = (self.now - timedelta(seconds=segment_s + stall_after_s),
+                                          self.now - timedelta(seconds=segment_s * CLOSE_MARGIN))
+        return found
 
     def check(self, cam_id: str, cam: _CameraRow, watch: _Watch | None, seen: tuple[str, str] | None = None,
               *, everyone: bool = False) -> WatchCheck | None:
@@ -207,9 +218,9 @@ class _PlanContext:
             if last is not None:
                 back_to = max(back_to, last)
                 if seen is not None and seg and state == CameraState.recording and seen[0] in own:
-                    hint = Hint(seen[0], last, seg, seen[1], ahead=min(MAX_AHEAD, int(stall_after // seg) + 2),
-                                accept_after=now - timedelta(seconds=seg + stall_after),
-                                closed_by=now - timedelta(seconds=seg))
+                    accept_after, closed_by = self.windows(seg, stall_after)
+                    hint = Hint(seen[0], last, seg, seen[1], min(MAX_AHEAD, int(stall_after // seg) + 2),
+                                accept_after, closed_by)
         if not (due or everyone):
             return None
         planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at, watch)
@@ -221,6 +232,7 @@ _CAMERA_COLUMNS = (Camera.id, Camera.current, Camera.state, Camera.storage_path,
                    Camera.failover_stalled, Camera.movable)
 _SHOULD_RECORD = (CameraState.recording, CameraState.stalled)
 MAX_AHEAD = 8                    # segment names looked for ahead of the last one seen
+CLOSE_MARGIN = 1.1               # a segment is looked for by name once it ended a tenth of a segment ago
 
 
 def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False,
@@ -399,7 +411,7 @@ def _drives(storage_path: str | None, default_drive: str) -> tuple[str, ...]:
 
 # --- recording watchdog: look -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sighting:
     """The newest closed segment of a camera (start) and the usual segment length, or why not known; the drive
     and file extension it was found with (a watching run looks for the next ones by name)."""
@@ -508,7 +520,15 @@ def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: fl
         by_server.setdefault(check.server, []).append(check)
 
     def one_server(items: list[WatchCheck]) -> list[Sighting]:
-        return [look_one(c, open_volume) for c in items]
+        opened: dict[tuple[str, str], Volume] = {}
+
+        def open_once(server: str, drive: str) -> Volume:     # once per drive and lane, not once per camera
+            volume = opened.get((server, drive))
+            if volume is None:
+                volume = opened[(server, drive)] = open_volume(server, drive)
+            return volume
+
+        return [look_one(c, open_once) for c in items]
 
     def late(items: list[WatchCheck]) -> list[Sighting]:
         return [Sighting(c.camera, error=f"no answer from {c.server} within {deadline_s:g} s") for c in items]
@@ -543,7 +563,7 @@ class WatchUpdate:
     errors: dict[str, str] = field(default_factory=dict)           # camera → why it could not be looked at
 
 
-@dataclass
+@dataclass(slots=True)
 class _Watch:
     """A ``camera_watch`` row as plain values (ORM objects cost ~1 ms each at 10,000 cameras)."""
 
@@ -554,6 +574,10 @@ class _Watch:
     segment_s: float | None = None
     checked_at: datetime | None = None
     stalled_at: datetime | None = None
+
+    def copy(self) -> _Watch:
+        return _Watch(self.camera_id, self.server, self.since, self.last_segment_at, self.segment_s, self.checked_at,
+                      self.stalled_at)
 
 
 _WATCH_COLUMNS = ("camera_id", "server", "since", "last_segment_at", "segment_s", "checked_at", "stalled_at")
@@ -591,7 +615,7 @@ def _planned(session: Session, sightings: list[Sighting], checks: Sequence[Watch
         seen = check.planned
         cams[check.camera] = (check.server, seen.state, seen.stall_after_s, seen.failover_stalled, seen.movable)
         if seen.watch is not None:
-            watches[check.camera] = copy.copy(seen.watch)      # a copy: the check stays as planned
+            watches[check.camera] = seen.watch.copy()          # a copy: the check stays as planned
         up_at[check.server] = seen.up_at
     if unplanned:
         more_cams, more_watches = _load(session, unplanned)
