@@ -67,6 +67,8 @@ def serve(limit: int = typer.Option(4, "--limit", min=1, help="At most this many
                 serve_all(limit=limit, overrides=overrides)
             except KeyboardInterrupt:
                 console.print("stopping")
+            finally:    # the watchers first, while the server still takes their runs' last states (else each
+                supervisor.stop()   # waits on a dead API until its stop timeout: Ctrl-C took up to a minute)
     finally:
         supervisor.stop()
 

@@ -97,6 +97,29 @@ def test_write_read_stat_walk(vol: Volume) -> None:
     assert vol.read_bytes(F1) == b"shorter"
 
 
+def test_has_file_answers_for_files_only(vol: Volume, samba_farm: SambaFarm) -> None:
+    """The watchdog's look by name: a file is there; a missing one, a folder, a link (locally) are not files."""
+    vol.write_bytes(F1, b"hello")
+    vol.write_bytes(F2, b"")                       # an empty segment is still a segment
+    assert vol.has_file(F1) and vol.has_file(F2)
+    assert not vol.has_file("video/nothing/here.mkv")
+    assert not vol.has_file(HOUR)                  # a folder
+    assert not vol.has_file(F1 + "/below")         # a path through a file
+    root = samba_farm.servers[0].share_path("DATAD")
+    outside = root.parent / "outside-has-file.mkv"
+    outside.write_bytes(b"x")
+    link = root / HOUR / "20240301T000500Z.mkv"
+    link.symlink_to(outside)
+    try:
+        if type(vol).__name__ == "LocalVolume":    # no listing counts a link; over SMB the server decides
+            assert not vol.has_file(f"{HOUR}/20240301T000500Z.mkv")
+        with pytest.raises(PathEscapeError):
+            vol.has_file("../outside-has-file.mkv")
+    finally:
+        link.unlink()
+        outside.unlink()
+
+
 def test_makedirs_is_idempotent(vol: Volume) -> None:
     vol.makedirs("video/cam-2/1/2024-01-01/00")
     vol.makedirs("video/cam-2/1/2024-01-01/00")
