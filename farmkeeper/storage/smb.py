@@ -414,8 +414,8 @@ class SMBVolume(Volume):
             unit = spu * bps
             return Space(total * unit, caller_free * unit)
 
-    def stat(self, relpath: str) -> Entry | None:
-        rel = self.rel(relpath)
+    def _attributes(self, rel: str) -> tuple[int, float, int] | None:
+        """(size, mtime, attributes) of ``rel`` in one create+close round trip; ``None`` if missing."""
         with self.channel(rel) as ch:
             (status, mv), _ = ch.call([smb2.create(rel, smb2.FILE_READ_ATTRIBUTES | smb2.SYNCHRONIZE,
                                                    smb2.FILE_OPEN, 0), smb2.close()], related=True)
@@ -423,18 +423,20 @@ class SMBVolume(Volume):
                 return None
             self._check(status, rel)
             size, mtime, attrs = smb2.create_stat(mv)
-            return Entry(rel, 0 if attrs & smb2.FILE_ATTRIBUTE_DIRECTORY else size, mtime)
+            return size, mtime, attrs
+
+    def stat(self, relpath: str) -> Entry | None:
+        rel = self.rel(relpath)
+        found = self._attributes(rel)
+        if found is None:
+            return None
+        size, mtime, attrs = found
+        return Entry(rel, 0 if attrs & smb2.FILE_ATTRIBUTE_DIRECTORY else size, mtime)
 
     def has_file(self, relpath: str) -> bool:
-        rel = self.rel(relpath)
-        with self.channel(rel) as ch:
-            (status, mv), _ = ch.call([smb2.create(rel, smb2.FILE_READ_ATTRIBUTES | smb2.SYNCHRONIZE,
-                                                   smb2.FILE_OPEN, 0), smb2.close()], related=True)
-            if status in _NOT_FOUND or status == smb2.STATUS_DELETE_PENDING:
-                return False
-            self._check(status, rel)
-            _, _, attrs = smb2.create_stat(mv)
-            return not attrs & (smb2.FILE_ATTRIBUTE_DIRECTORY | smb2.FILE_ATTRIBUTE_REPARSE_POINT)
+        found = self._attributes(self.rel(relpath))
+        return found is not None and not found[2] & (smb2.FILE_ATTRIBUTE_DIRECTORY |
+                                                      smb2.FILE_ATTRIBUTE_REPARSE_POINT)
 
     def makedirs(self, relpath: str) -> None:
         rel = self.rel(relpath)
