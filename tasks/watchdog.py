@@ -63,8 +63,8 @@ POOL = VolumePool()
 class FarmAccesses:
     """A watching run's volume accesses (credentials resolved), read again after ``KEEP_S``: both watchdog steps
     of every sweep need them, and reading and resolving 200 servers' volumes costs ~20 ms each time. A volume
-    added or a credential changed reaches a watching run within ``KEEP_S`` (one-off sweeps read them each time;
-    open volumes are kept ``KEEP_OPEN_S`` either way)."""
+    added or a credential changed reaches a watching run within ``KEEP_S``, at once when opening a volume failed
+    (one-off sweeps read them each time; open volumes are kept ``KEEP_OPEN_S`` either way)."""
 
     KEEP_S = 60.0
 
@@ -86,6 +86,11 @@ class FarmAccesses:
         with self._lock:
             self._held = None
 
+    def held_since(self) -> float | None:
+        """When the kept accesses were read (``time.monotonic()``), ``None`` when none are kept."""
+        with self._lock:
+            return self._held[1] if self._held is not None else None
+
 
 @contextmanager
 def opener(servers: list[str], kept: FarmAccesses | None = None
@@ -105,8 +110,15 @@ def opener(servers: list[str], kept: FarmAccesses | None = None
     def open_one(server: str, drive: str) -> Volume:
         access = accesses.get((server, drive))
         if access is None:
+            if kept is not None:
+                kept.forget()        # a volume added since: the next sweep reads the accesses again
             raise LookupError(f"no volume {drive}: on {server}")
-        return POOL.get(access, prefer)
+        try:
+            return POOL.get(access, prefer)
+        except Exception:
+            if kept is not None:     # a rotated credential, a moved share: the next sweep resolves them again,
+                kept.forget()        # so one kept access never fails a volume for down_after
+            raise
 
     yield open_one, local
 

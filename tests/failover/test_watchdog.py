@@ -396,3 +396,28 @@ def test_a_watching_run_finds_segments_by_name_sees_other_writers_and_saves_at_i
         stalls += run(now).stalled
     assert [s.camera for s in stalls if s.camera == "cam-a"] == ["cam-a"]
     assert any("/cam-a/" in p for p in listed)
+
+
+def test_a_watching_runs_kept_volume_accesses_are_read_again_once_opening_one_failed(farm: Farm) -> None:
+    """Kept accesses (``tasks.watchdog.FarmAccesses``) never keep failing a volume: a volume that cannot be opened
+    (here its folder is gone) or is not known drops them, so the next sweep resolves them again."""
+    from farmkeeper.errors import FarmkeeperError
+    from tasks import watchdog as watchdog_tasks
+
+    kept = watchdog_tasks.FarmAccesses()
+    with watchdog_tasks.opener(["p1"], kept) as (open_one, local):
+        assert "p1" in local and open_one("p1", "D").has_file("nothing-here") is False
+        with pytest.raises(LookupError):
+            open_one("p1", "Q")                       # not a volume of p1
+    assert kept.held_since() is None
+    root = farm.volumes["r1"]
+    away = root.with_name(root.name + "-away")
+    root.rename(away)
+    try:
+        with watchdog_tasks.opener(["r1"], kept) as (open_one, _):
+            assert kept.held_since() is not None
+            with pytest.raises(FarmkeeperError):
+                open_one("r1", "D")
+        assert kept.held_since() is None
+    finally:
+        away.rename(root)
