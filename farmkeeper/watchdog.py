@@ -101,13 +101,13 @@ class Hint:
     ext: str
     ahead: int
     accept_after: datetime
-    closed_by: datetime | None = None       # a segment starting later cannot have closed yet: not looked for
+    closed_by: datetime                     # a segment starting later cannot have closed yet: not looked for
 
     def names(self, camera: str) -> Iterator[tuple[datetime, str]]:
         """The next segments' starts and names (camera and extension were checked where they were read)."""
         for k in range(1, self.ahead + 1):
             start = self.last + timedelta(seconds=k * self.segment_s)
-            if self.closed_by is not None and start > self.closed_by:
+            if start > self.closed_by:
                 return
             yield start, FootagePath(start, VIDEO, camera, WATCH_STREAM, self.ext).relpath
 
@@ -248,23 +248,28 @@ def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool
     if memory is not None and not everyone:
         memory.refresh(session, ctx)
         return memory.due(ctx)
+    maybe_due = sa.true() if everyone else sa.or_(     # seen within the shortest stall_after: certainly not due
+        col(CameraWatch.camera_id).is_(None), col(CameraWatch.server) != col(Camera.current),
+        col(Camera.state) == CameraState.stalled, col(CameraWatch.last_segment_at).is_(None),
+        col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, ctx.farm)))
+    checks = []
+    for cam_id, cam, watch in _camera_rows(session, col(Camera.current).in_(list(ctx.live)), maybe_due):
+        check = ctx.check(cam_id, cam, watch, everyone=everyone)
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def _camera_rows(session: Session, *where: Any) -> Iterator[tuple[str, _CameraRow, _Watch | None]]:
+    """(id, row, watch row) of the cameras that should record, as plain rows (no ORM objects: 10,000 of them)."""
     watch = CameraWatch.__table__.c  # type: ignore[attr-defined]
     rows = session.execute(
         sa.select(*_CAMERA_COLUMNS, *(watch[name] for name in _WATCH_COLUMNS))  # type: ignore[call-overload]
         .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
-        .where(col(Camera.state).in_(_SHOULD_RECORD), col(Camera.current).in_(list(ctx.live)))
-        .where(sa.true() if everyone else sa.or_(     # seen within the shortest stall_after: certainly not due
-            col(CameraWatch.camera_id).is_(None), col(CameraWatch.server) != col(Camera.current),
-            col(Camera.state) == CameraState.stalled, col(CameraWatch.last_segment_at).is_(None),
-            col(CameraWatch.last_segment_at) <= now - timedelta(seconds=_shortest_stall_after(session, ctx.farm))))
-    ).all()
-    checks = []
+        .where(col(Camera.state).in_(_SHOULD_RECORD), *where)).all()
     for cam_id, *rest in rows:
-        cam, w = tuple(rest[:6]), rest[6:]
-        check = ctx.check(cam_id, cam, _Watch(*w) if w[0] is not None else None, everyone=everyone)
-        if check is not None:
-            checks.append(check)
-    return checks
+        w = rest[6:]
+        yield cam_id, tuple(rest[:6]), _Watch(*w) if w[0] is not None else None
 
 
 @dataclass(slots=True)
@@ -315,15 +320,8 @@ class WatchMemory:
         if fingerprint == self.fingerprint and self.loaded_at is not None and \
                 (ctx.now - self.loaded_at).total_seconds() < self.RELOAD_S:
             return
-        watch = CameraWatch.__table__.c  # type: ignore[attr-defined]
-        rows = session.execute(
-            sa.select(*_CAMERA_COLUMNS, *(watch[name] for name in _WATCH_COLUMNS))  # type: ignore[call-overload]
-            .outerjoin(CameraWatch, CameraWatch.camera_id == Camera.id)
-            .where(col(Camera.state).in_(_SHOULD_RECORD))).all()
         old, self.cameras = self.cameras, {}
-        for cam_id, *rest in rows:
-            cam, w = tuple(rest[:6]), rest[6:]
-            stored = _Watch(*w) if w[0] is not None else None
+        for cam_id, cam, stored in _camera_rows(session):
             known = old.get(cam_id)
             mine = known.watch if known is not None else None
             keep = mine is not None and stored is not None and (

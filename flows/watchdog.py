@@ -64,9 +64,7 @@ def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
     """Stalled and resumed cameras of this sweep: one notification each, stalled ones failed over if asked.
     A watching run's sweeps keep its cameras in memory (``ctx.watch.recordings``, ``WatchMemory``)."""
     watch = getattr(ctx, "watch", None)
-    memory, kept = getattr(watch, "recordings", None), getattr(watch, "accesses", None)
-    update = call(watch_recordings, memory, kept) if memory is not None or kept is not None \
-        else call(watch_recordings)
+    update = call(watch_recordings, getattr(watch, "recordings", None), getattr(watch, "accesses", None))
     for stall in update.stalled:
         title, body = stall_message(stall)
         send_notification(title, body, "failure")
@@ -85,8 +83,7 @@ def watch_recordings_step(ctx: Any = None) -> dict[str, Any]:
 
 def check_volumes_step(ctx: Any = None) -> dict[str, Any]:
     """Failed and recovered volumes: notify once each, fail over the cameras left without storage."""
-    kept = getattr(getattr(ctx, "watch", None), "accesses", None)
-    update = call(check_volumes, kept) if kept is not None else call(check_volumes)
+    update = call(check_volumes, getattr(getattr(ctx, "watch", None), "accesses", None))
     if hasattr(ctx, "spaces"):
         ctx.spaces = update.spaces           # the floor step of this sweep reads these instead of the volumes
     for t in update.transitions:

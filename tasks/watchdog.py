@@ -17,7 +17,6 @@ from sqlmodel import Session
 
 from farmkeeper import failover as core_failover
 from farmkeeper import inventory, watchdog
-from farmkeeper.settings import load_settings
 from farmkeeper.storage import Volume, VolumeAccess, open_volume
 from tasks.common import Tag, farm_volumes, inventory_session, run_logger, storage_prefer
 
@@ -70,17 +69,16 @@ class FarmAccesses:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: tuple[str, float, dict[tuple[str, str], VolumeAccess]] | None = None
+        self._held: tuple[float, dict[tuple[str, str], VolumeAccess]] | None = None
 
     def get(self, servers: set[str]) -> dict[tuple[str, str], VolumeAccess]:
-        url = load_settings().database_url
         with self._lock:
             held = self._held
-        if held is None or held[0] != url or time.monotonic() - held[1] >= self.KEEP_S:
-            held = (url, time.monotonic(), {(v.server, v.drive): v.access for v in farm_volumes()})
+        if held is None or time.monotonic() - held[0] >= self.KEEP_S:
+            held = (time.monotonic(), {(v.server, v.drive): v.access for v in farm_volumes()})
             with self._lock:
                 self._held = held
-        return {key: access for key, access in held[2].items() if key[0] in servers}
+        return {key: access for key, access in held[1].items() if key[0] in servers}
 
     def forget(self) -> None:
         with self._lock:
@@ -89,7 +87,7 @@ class FarmAccesses:
     def held_since(self) -> float | None:
         """When the kept accesses were read (``time.monotonic()``), ``None`` when none are kept."""
         with self._lock:
-            return self._held[1] if self._held is not None else None
+            return self._held[0] if self._held is not None else None
 
 
 @contextmanager

@@ -167,10 +167,9 @@ class Volume(abc.ABC):
     def stat(self, relpath: str) -> Entry | None:
         """The file (a folder gives size 0), or ``None`` if missing."""
 
+    @abc.abstractmethod
     def has_file(self, relpath: str) -> bool:
         """A file (not a folder, not a link) named ``relpath`` is there: one metadata request, no listing."""
-        entry = self.stat(relpath)
-        return entry is not None
 
     @abc.abstractmethod
     def makedirs(self, relpath: str) -> None:
