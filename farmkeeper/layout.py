@@ -43,6 +43,9 @@ _HOUR_RE = re.compile(r"^\d{2}$")
 Kind = Literal["video", "meta"]
 
 
+_BAD_PARTS = frozenset(("", ".", ".."))
+
+
 def safe_relpath(path: str) -> str:
     """Normalise a share-relative path to ``a/b/c`` or raise ``SpecError``.
 
@@ -51,6 +54,9 @@ def safe_relpath(path: str) -> str:
     """
     if not isinstance(path, str) or "\x00" in path:
         raise SpecError(f"not a path: {path!r}")
+    if "\\" not in path and ":" not in path and not path.startswith("/") and \
+            _BAD_PARTS.isdisjoint(path.split("/")):
+        return path                        # already normal (every generated path): the checks below pass it as is
     text = path.replace("\\", "/")
     if text.startswith("/"):
         raise SpecError(f"absolute path not allowed: {path!r}")

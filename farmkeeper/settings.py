@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -34,5 +36,23 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment now (never at import time)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Read the settings from the environment now (never at import time).
+
+    Building them reads and validates the environment (~0.6 ms); every inventory session asks for them, a
+    watching sweep a dozen times. So the last build is reused while the ``FARMKEEPER_`` variables are the
+    same (compared on each call: a changed variable is seen at once), as a copy the caller may change."""
+    if overrides:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k[:11].upper() == "FARMKEEPER_"))
+    with _LAST_LOCK:
+        last = _LAST.get(key)
+    if last is None:
+        last = Settings()
+        with _LAST_LOCK:
+            _LAST.clear()
+            _LAST[key] = last
+    return last.model_copy(deep=True)
+
+
+_LAST: dict[tuple[tuple[str, str], ...], Settings] = {}
+_LAST_LOCK = threading.Lock()

@@ -31,6 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ from farmkeeper import inventory
 from farmkeeper.db import BulkUpdate
 from farmkeeper.errors import FarmkeeperError, SpecError
 from farmkeeper.failover import camera_drives
-from farmkeeper.layout import VIDEO, FootagePath, segment_start, video_hour_folder
+from farmkeeper.layout import VIDEO, segment_start, video_hour_folder
 from farmkeeper.models import (
     Camera,
     CameraState,
@@ -85,31 +86,21 @@ class Planned:
     watch: _Watch | None
 
 
-@dataclass(frozen=True, slots=True)
-class Hint:
-    """Where a watching run last saw the camera's newest closed segment: the segments after it are looked for by
-    their exact names first (one ``stat`` each, ``ahead`` at most) on the drive it was on.
+@dataclass(slots=True)
+class Quick:
+    """A due camera of a watching run whose next segments are looked for by their exact names alone (a ``stat``
+    each, ``look_names``): the segments after the newest one it saw, as far as they can have closed by now.
 
-    A name found decides alone only when the segment started after ``accept_after`` (``now - segment - stall_after``:
-    it keeps the camera alive past now, so a listing could only find it more alive); otherwise, or when the first
-    name is missing, the hour folders are listed as without a hint. Stalled cameras get no hint. So a hint can
-    only save a listing: every stall and every resume is decided on a listing."""
+    Only a recording camera seen before on the same drive gets one. Found names that keep the camera alive past
+    now settle it in memory (``WatchMemory.settle``); anything else (a missing first name, a found one too old to
+    keep it alive, an error) is planned again as a ``WatchCheck`` that lists its folders. So names can only save
+    a listing: every stall and every resume is decided on a listing."""
 
+    camera: str
+    server: str
     drive: str
-    last: datetime
-    segment_s: float
-    ext: str
-    ahead: int
-    accept_after: datetime
-    closed_by: datetime                     # a segment starting later cannot have closed yet: not looked for
-
-    def names(self, camera: str) -> Iterator[tuple[datetime, str]]:
-        """The next segments' starts and names (camera and extension were checked where they were read)."""
-        for k in range(1, self.ahead + 1):
-            start = self.last + timedelta(seconds=k * self.segment_s)
-            if start > self.closed_by:
-                return
-            yield start, FootagePath(start, VIDEO, camera, WATCH_STREAM, self.ext).relpath
+    names: tuple[str, ...]
+    found: int = 0                  # names found one after the other (-1: the volume could not be read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +112,6 @@ class WatchCheck:
     drives: tuple[str, ...]
     folders: tuple[str, ...]
     planned: Planned | None = field(default=None, compare=False, repr=False)
-    hint: Hint | None = field(default=None, compare=False, repr=False)
 
     @property
     def length_known(self) -> bool:
@@ -171,7 +161,7 @@ class _PlanContext:
         self.hours = _HourFolders(now)
         self._paths: dict[str | None, tuple[str, ...]] = {}
         self._own: dict[tuple[str | None, str], tuple[str, ...]] = {}
-        self._windows: dict[tuple[float, float], tuple[datetime, datetime]] = {}
+        self.names = _SegmentNames()
 
     def own_drives(self, storage_path: str | None, current: str) -> tuple[str, ...]:
         """The drives of ``storage_path`` that ``current`` has (parsed once per path and server)."""
@@ -183,19 +173,30 @@ class _PlanContext:
                 d for d in self._paths[storage_path] if d in self.drives.get(current, ()))
         return own
 
-    def windows(self, segment_s: float, stall_after_s: float) -> tuple[datetime, datetime]:
-        """A hint's ``accept_after`` and ``closed_by`` at this ``now`` (a segment ending just now is not looked
-        for by name: recorders close late, so it is rarely there yet, and its absence only brings the next look
-        one segment sooner)."""
-        key = (segment_s, stall_after_s)
-        found = self._windows.get(key)
-        if found is None:
-            found = self._windows[key] = (self.now - timedelta(seconds=segment_s + stall_after_s),
-                                          self.now - timedelta(seconds=segment_s * CLOSE_MARGIN))
-        return found
+    def quick(self, cam_id: str, known: _Known, now_s: float, stall_after: float) -> Quick | None:
+        """``known``'s next segment names when it can be settled by name in this sweep (a recording camera seen
+        before on this server, on a drive that has not failed), else ``None``: planned as a ``WatchCheck``."""
+        current, state, storage_path = known.cam[:3]
+        watch, seen = known.watch, known.seen
+        if (state != CameraState.recording or seen is None or watch is None or watch.server != current
+                or watch.last_segment_at is None or not watch.segment_s or current not in self.live):
+            return None
+        own = self.own_drives(storage_path, current)
+        if seen[0] not in own or (self.failed and all((current, d) in self.failed for d in own)):
+            return None
+        seg = watch.segment_s
+        start = watch.last_segment_at.timestamp()
+        closed_by = now_s - seg * CLOSE_MARGIN    # a segment ending just now is rarely closed yet: not looked for
+        names = []
+        for _ in range(min(MAX_AHEAD, int(stall_after // seg) + 2)):
+            start += seg
+            if start > closed_by:
+                break
+            names.append(self.names.video0(cam_id, seen[1], int(start)))
+        return Quick(cam_id, current, seen[0], tuple(names)) if names else None
 
-    def check(self, cam_id: str, cam: _CameraRow, watch: _Watch | None, seen: tuple[str, str] | None = None,
-              *, everyone: bool = False) -> WatchCheck | None:
+    def check(self, cam_id: str, cam: _CameraRow, watch: _Watch | None, *, everyone: bool = False
+              ) -> WatchCheck | None:
         """The look ``cam_id`` is due in this sweep (``everyone``: due or not), ``None`` when none: not on a live
         server, nothing to record on, storage failure owns it, or seen recently enough."""
         current, state, storage_path, cam_stall, cam_failover_stalled, movable = cam
@@ -209,22 +210,39 @@ class _PlanContext:
         back_to = now - timedelta(seconds=stall_after + 3600)
         due = True
         up_at = self.live[current]
-        hint = None
         if watch is not None and watch.server == current and watch.since is not None:
-            since = max(watch.since, up_at) if up_at is not None else watch.since
-            due = state == CameraState.stalled or now >= _alive_until(watch.last_segment_at, watch.segment_s, since,
-                                                                      stall_after)
-            last, seg = watch.last_segment_at, watch.segment_s
-            if last is not None:
-                back_to = max(back_to, last)
-                if seen is not None and seg and state == CameraState.recording and seen[0] in own:
-                    accept_after, closed_by = self.windows(seg, stall_after)
-                    hint = Hint(seen[0], last, seg, seen[1], min(MAX_AHEAD, int(stall_after // seg) + 2),
-                                accept_after, closed_by)
+            due = state == CameraState.stalled or now >= _alive_until(watch.last_segment_at, watch.segment_s,
+                                                                      _since(watch, up_at), stall_after)
+            if watch.last_segment_at is not None:
+                back_to = max(back_to, watch.last_segment_at)
         if not (due or everyone):
             return None
         planned = Planned(state, cam_stall, cam_failover_stalled, movable, up_at, watch)
-        return WatchCheck(cam_id, current, own, self.hours.back_to(cam_id, back_to), planned, hint)
+        return WatchCheck(cam_id, current, own, self.hours.back_to(cam_id, back_to), planned)
+
+
+def _since(watch: _Watch, up_at: datetime | None) -> datetime:
+    """Since when the camera is expected to record on its server: its watch row's start, or the server's last
+    change of state when later (a server back up gets ``stall_after`` again)."""
+    return max(watch.since, up_at) if up_at is not None else watch.since
+
+
+class _SegmentNames:
+    """Stream-0 segment paths by start (whole seconds): the date/hour parts formatted once per hour, the same
+    text as ``FootagePath.relpath`` (tested), at a few hundred nanoseconds a name."""
+
+    def __init__(self) -> None:
+        self._hours: dict[int, tuple[str, str]] = {}
+
+    def video0(self, camera: str, ext: str, start: int) -> str:
+        hour, rest = divmod(start, 3600)
+        parts = self._hours.get(hour)
+        if parts is None:
+            h = datetime.fromtimestamp(hour * 3600, UTC)
+            parts = self._hours[hour] = (f"{h.year:04d}-{h.month:02d}-{h.day:02d}/{h.hour:02d}",
+                                         f"{h.year:04d}{h.month:02d}{h.day:02d}T{h.hour:02d}")
+        minute, second = divmod(rest, 60)
+        return f"{VIDEO}/{camera}/{WATCH_STREAM}/{parts[0]}/{parts[1]}{minute:02d}{second:02d}Z.{ext}"
 
 
 _CameraRow = tuple[Any, ...]     # (current, state, storage_path, stall_after_s, failover_stalled, movable)
@@ -235,19 +253,12 @@ MAX_AHEAD = 8                    # segment names looked for ahead of the last on
 CLOSE_MARGIN = 1.1               # a segment is looked for by name once it ended a tenth of a segment ago
 
 
-def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False,
-                memory: WatchMemory | None = None) -> list[WatchCheck]:
-    """The cameras to look at in this sweep (``everyone``: all that should record, due or not).
-
-    Without ``memory`` one query of plain rows (no ORM objects) over the farm's cameras and their watch rows.
-    With a watching run's ``memory`` (``WatchMemory``) the cameras come from it while the inventory's cameras
-    have not changed: the sweep then reads the small tables and one aggregate, not 10,000 rows.
-    """
+def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
+    """The cameras to look at in this sweep (``everyone``: all that should record, due or not), from one query
+    of plain rows (no ORM objects) over the farm's cameras and their watch rows (a watching run plans from its
+    memory instead: ``WatchMemory.plan``)."""
     now = now or utcnow()
     ctx = _PlanContext(session, now)
-    if memory is not None and not everyone:
-        memory.refresh(session, ctx)
-        return memory.due(ctx)
     maybe_due = sa.true() if everyone else sa.or_(     # seen within the shortest stall_after: certainly not due
         col(CameraWatch.camera_id).is_(None), col(CameraWatch.server) != col(Camera.current),
         col(Camera.state) == CameraState.stalled, col(CameraWatch.last_segment_at).is_(None),
@@ -289,10 +300,11 @@ class WatchMemory:
     The inventory stays the truth: the cameras (``current``, ``state``, storage path, overrides) are reloaded
     whenever the camera table's fingerprint (rows, sum of ``version``, every writer bumps it) or the farm's
     watchdog settings change, and every ``RELOAD_S`` in any case; the small tables (servers, volumes, failed
-    volumes) are read every sweep. Stalls, resumes and first or moved watch rows are written at once; a
-    watch row that only saw a newer segment is written at the next checkpoint (every ``CHECKPOINT_S``, and
-    when the watch ends). Losing those (a killed watcher) costs nothing but an early look: the newest segment
-    is always read from the volume before anything is decided.
+    volumes) are read every sweep. A due camera seen before is looked for by the names of its next segments
+    (``Quick``); one found alive is settled in memory. Stalls, resumes and first or moved watch rows are
+    written at once (``record_sightings``); a watch row that only saw a newer segment is written at the next
+    checkpoint (every ``CHECKPOINT_S``, and when the watch ends). Losing those (a killed watcher) costs nothing
+    but an early look: the newest segment is always read from the volume before anything is decided.
     """
 
     RELOAD_S = 300.0
@@ -315,12 +327,14 @@ class WatchMemory:
         return int(count), int(versions), int(ids), float(farm.stall_after_s), bool(farm.failover_stalled)
 
     def refresh(self, session: Session, ctx: _PlanContext) -> None:
-        """Reload the cameras when the inventory's changed (or ``RELOAD_S`` passed); keep what was seen since."""
+        """Reload the cameras when the inventory's changed (or ``RELOAD_S`` passed); keep what was seen since
+        unless another writer changed the camera's watch row meanwhile (then the inventory's row wins)."""
         fingerprint = self._fingerprint(session, ctx.farm)
         if fingerprint == self.fingerprint and self.loaded_at is not None and \
                 (ctx.now - self.loaded_at).total_seconds() < self.RELOAD_S:
             return
         old, self.cameras = self.cameras, {}
+        unsaved: dict[str, _Watch] = {}
         for cam_id, cam, stored in _camera_rows(session):
             known = old.get(cam_id)
             mine = known.watch if known is not None else None
@@ -328,28 +342,72 @@ class WatchMemory:
                 mine.server == stored.server and mine.since == stored.since and mine.stalled_at == stored.stalled_at
                 and (mine.last_segment_at or _EPOCH) >= (stored.last_segment_at or _EPOCH))
             entry = _Known(cam, mine if keep else stored, known.seen if keep and known is not None else None)
+            if keep and cam_id in self.unsaved:
+                unsaved[cam_id] = entry.watch  # type: ignore[assignment]
             self._plan_next(entry, ctx.farm)
             self.cameras[cam_id] = entry
-        self.unsaved = {cam: w for cam, w in self.unsaved.items() if cam in self.cameras}
+        self.unsaved = unsaved            # never write back over a row another writer changed
         self.fingerprint, self.loaded_at = fingerprint, ctx.now
         self.reloads += 1
 
     @staticmethod
     def _plan_next(entry: _Known, farm: Any) -> None:
+        """``entry.due_at``: its alive time (``_alive_until``, without its server's restart, which only delays)."""
         watch, current, cam_stall = entry.watch, entry.cam[0], entry.cam[3]
         if watch is None or watch.server != current:
             entry.due_at = float("-inf")
             return
-        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
-        entry.due_at = _alive_until(watch.last_segment_at, watch.segment_s, watch.since, stall_after).timestamp()
+        alive = watch.since.timestamp()
+        if watch.last_segment_at is not None:
+            alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
+        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
 
-    def due(self, ctx: _PlanContext) -> list[WatchCheck]:
-        now = ctx.now.timestamp()
-        checks = []
+    def plan(self, session: Session, now: datetime | None = None) -> WatchPlan:
+        """The cameras due a look in this sweep: by name (``Quick``) when seen before, else a ``WatchCheck``."""
+        ctx = _PlanContext(session, now or utcnow())
+        self.refresh(session, ctx)
+        plan = WatchPlan(ctx)
+        now_s = ctx.now.timestamp()
+        stalled, farm_stall_after = CameraState.stalled, ctx.farm.stall_after_s
+        up_at_s = {server: up_at.timestamp() for server, up_at in ctx.live.items() if up_at is not None}
         for cam_id, known in self.cameras.items():
-            if known.due_at > now and known.cam[1] != CameraState.stalled:
+            if known.due_at > now_s and known.cam[1] != stalled:
                 continue                  # certainly not due (its server's restart only makes it later)
-            check = ctx.check(cam_id, known.cam, known.watch, known.seen)
+            stall_after = known.cam[3] if known.cam[3] is not None else farm_stall_after
+            if known.cam[1] != stalled and up_at_s.get(known.cam[0], _NEVER) + stall_after > now_s:
+                continue                  # its server came up lately: not due (as ``_PlanContext.check`` says)
+            quick = ctx.quick(cam_id, known, now_s, stall_after)
+            if quick is not None:
+                plan.quick.append(quick)
+                continue
+            check = ctx.check(cam_id, known.cam, known.watch)
+            if check is not None:
+                plan.checks.append(check)
+        return plan
+
+    def settle(self, plan: WatchPlan) -> list[WatchCheck]:
+        """Settle the looked-at ``plan.quick`` whose names found keep them alive past now (their watch rows kept
+        for the checkpoint); the others are planned as ``WatchCheck``s (listed), returned."""
+        ctx = plan.ctx
+        now_s = ctx.now.timestamp()
+        farm_stall_after = ctx.farm.stall_after_s
+        checks = []
+        for quick in plan.quick:
+            known = self.cameras[quick.camera]
+            watch = known.watch
+            assert watch is not None and watch.last_segment_at is not None and watch.segment_s
+            if quick.found > 0:
+                stall_after = known.cam[3] if known.cam[3] is not None else farm_stall_after
+                seg = watch.segment_s
+                newest = int(watch.last_segment_at.timestamp() + quick.found * seg)   # the name's start
+                if newest + seg + stall_after > now_s:     # alive past now: a listing would say no less
+                    watch.last_segment_at = datetime.fromtimestamp(newest, UTC)
+                    watch.checked_at = ctx.now
+                    self.unsaved[quick.camera] = watch
+                    self._plan_next(known, ctx.farm)
+                    plan.settled += 1
+                    continue
+            check = ctx.check(quick.camera, known.cam, watch)
             if check is not None:
                 checks.append(check)
         return checks
@@ -373,6 +431,10 @@ class WatchMemory:
         if bumped and self.fingerprint is not None:     # our own compare-and-set bumped the camera's version
             self.fingerprint = (self.fingerprint[0], self.fingerprint[1] + 1, *self.fingerprint[2:])
 
+    def checkpoint_due(self, now: datetime) -> bool:
+        return bool(self.unsaved) and (self.saved_at is None
+                                       or (now - self.saved_at).total_seconds() >= self.CHECKPOINT_S)
+
     def checkpoint(self, session: Session, now: datetime, *, force: bool = False) -> int:
         """Write the watch rows that only saw newer segments (every ``CHECKPOINT_S``; ``force``: now)."""
         if self.saved_at is None:
@@ -385,7 +447,47 @@ class WatchMemory:
         return len(rows)
 
 
+@dataclass
+class WatchPlan:
+    """One sweep of a watching run: the cameras looked for by name, those listed, how many names settled."""
+
+    ctx: _PlanContext
+    quick: list[Quick] = field(default_factory=list)
+    checks: list[WatchCheck] = field(default_factory=list)
+    settled: int = 0
+
+    @property
+    def servers(self) -> list[str]:
+        return sorted({q.server for q in self.quick} | {c.server for c in self.checks})
+
+
+def look_deadline(farm: Any) -> float:
+    """The I/O of one watchdog step never takes longer than half a health interval (at least 2 s)."""
+    return max(2.0, float(farm.health_interval_s) / 2)
+
+
+def watch_sweep(memory: WatchMemory, sessions: Callable[[], AbstractContextManager[Session]],
+                open_volume: VolumeOpener, now: datetime | None = None, *, local: Collection[str] = ()
+                ) -> WatchUpdate:
+    """One sweep of a watching run: plan from ``memory`` (one short transaction), look for the due cameras' next
+    segments by name, list the folders of the others, record what changed (a second transaction, only when
+    something was listed or the checkpoint is due). No look waits longer than ``look_deadline``."""
+    with sessions() as session:
+        plan = memory.plan(session, now)
+    now, deadline_s = plan.ctx.now, look_deadline(plan.ctx.farm)
+    look_names(plan.quick, open_volume, deadline_s, local)
+    checks = plan.checks + memory.settle(plan)
+    sightings = look(checks, open_volume, deadline_s, local) if checks else []
+    if not sightings and not memory.checkpoint_due(now):
+        return WatchUpdate(checked=plan.settled)
+    with sessions() as session:
+        update = record_sightings(session, sightings, now, checks=checks, memory=memory)
+    update.checked += plan.settled
+    return update
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEVER = float("-inf")
 
 
 def _servers_up_at(session: Session) -> dict[str, datetime | None]:
@@ -463,30 +565,8 @@ def newest_segment(volume: Volume, folders: Sequence[str], *, length_known: bool
     return starts[-1], (min(steps) if steps else None), found[-1][1]   # the usual length: a gap is never shorter
 
 
-def newest_by_name(volume: Volume, camera: str, hint: Hint) -> datetime | None:
-    """The last of the segments after ``hint.last`` found by exact name, one after the other, ``None`` when the
-    first is not there (a ``stat`` each: a closed segment's name is its start, so no folder is listed)."""
-    newest = None
-    for start, relpath in hint.names(camera):
-        if not volume.has_file(relpath):
-            break
-        newest = start
-    return newest
-
-
 def look_one(check: WatchCheck, open_volume: VolumeOpener) -> Sighting:
-    """The newest closed segment of one camera over its write drives (errors become ``Sighting.error``).
-
-    With a hint, the segments after the last one seen are looked for by name first; a found one that keeps the
-    camera well alive (``Hint.accept_after``) is the answer, anything else lists the folders."""
-    hint = check.hint
-    if hint is not None and hint.drive in check.drives:
-        try:
-            start = newest_by_name(open_volume(check.server, hint.drive), check.camera, hint)
-        except (FarmkeeperError, OSError):
-            start = None                 # the listing below says what is wrong
-        if start is not None and start > hint.accept_after:
-            return Sighting(check.camera, start, hint.segment_s, drive=hint.drive, ext=hint.ext)
+    """The newest closed segment of one camera over its write drives (errors become ``Sighting.error``)."""
     newest: datetime | None = None
     length: float | None = None
     where: tuple[str | None, str | None] = (None, None)
@@ -532,6 +612,35 @@ def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: fl
         return [Sighting(c.camera, error=f"no answer from {c.server} within {deadline_s:g} s") for c in items]
 
     return _per_server(by_server, one_server, late, deadline_s, "watchdog", local)
+
+
+def look_names(quick: Sequence[Quick], open_volume: VolumeOpener, deadline_s: float | None = None,
+               local: Collection[str] = ()) -> None:
+    """Look for each ``Quick``'s names, one after the other until one is missing (``Quick.found``; -1 when the
+    volume could not be read: the listing that follows says why); lanes and deadline as ``look``."""
+    by_server: dict[str, list[Quick]] = {}
+    for q in quick:
+        by_server.setdefault(q.server, []).append(q)
+
+    def one_server(items: list[Quick]) -> list[int]:
+        opened: dict[str, Volume] = {}
+        found = []
+        for q in items:
+            try:
+                volume = opened.get(q.drive)
+                if volume is None:
+                    volume = opened[q.drive] = open_volume(q.server, q.drive)
+                found.append(volume.count_files(q.names))
+            except (FarmkeeperError, OSError):
+                found.append(-1)
+        return found
+
+    def late(items: list[Quick]) -> list[int]:
+        return [-1] * len(items)
+
+    found = _per_server(by_server, one_server, late, deadline_s, "watchdog", local)
+    for q, n in zip((q for items in by_server.values() for q in items), found, strict=True):
+        q.found = n              # set here, not in the lanes: a late lane's thread never writes a Quick
 
 
 # --- recording watchdog: record -----------------------------------------------------------------

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect import task
-from sqlmodel import Session
 
 from farmkeeper import failover as core_failover
 from farmkeeper import inventory, watchdog
@@ -71,13 +70,16 @@ class FarmAccesses:
         self._lock = threading.Lock()
         self._held: tuple[float, dict[tuple[str, str], VolumeAccess]] | None = None
 
-    def get(self, servers: set[str]) -> dict[tuple[str, str], VolumeAccess]:
+    def get(self, servers: set[str] | None = None) -> dict[tuple[str, str], VolumeAccess]:
+        """The accesses of the named servers' volumes (``None``: every volume)."""
         with self._lock:
             held = self._held
         if held is None or time.monotonic() - held[0] >= self.KEEP_S:
             held = (time.monotonic(), {(v.server, v.drive): v.access for v in farm_volumes()})
             with self._lock:
                 self._held = held
+        if servers is None:
+            return held[1]
         return {key: access for key, access in held[1].items() if key[0] in servers}
 
     def forget(self) -> None:
@@ -91,15 +93,16 @@ class FarmAccesses:
 
 
 @contextmanager
-def opener(servers: list[str], kept: FarmAccesses | None = None
+def opener(servers: list[str] | None, kept: FarmAccesses | None = None
            ) -> Iterator[tuple[watchdog.VolumeOpener, set[str]]]:
-    """``(server, drive) → Volume`` for the named servers (credentials resolved now, or ``kept`` by a watching
-    run), and the servers whose volumes are all configured as local paths (from the settings: nothing is
-    touched here)."""
+    """``(server, drive) → Volume`` for the named servers (``None``: all; credentials resolved now, or ``kept``
+    by a watching run), and the servers whose volumes are all configured as local paths (from the settings:
+    nothing is touched here)."""
     if kept is not None:
-        accesses = kept.get(set(servers))
+        accesses = kept.get(set(servers) if servers is not None else None)
     else:
-        accesses = {(v.server, v.drive): v.access for v in farm_volumes(sorted(set(servers)))}
+        accesses = {(v.server, v.drive): v.access
+                    for v in farm_volumes(sorted(set(servers)) if servers is not None else None)}
     prefer = storage_prefer()
     smb = {server for (server, _), a in accesses.items()
            if prefer == "smb" or (prefer == "auto" and not a.local_path)}
@@ -121,27 +124,27 @@ def opener(servers: list[str], kept: FarmAccesses | None = None
     yield open_one, local
 
 
-def _deadline(session: Session) -> float:
-    """I/O of one watchdog step never takes longer than half a health interval (at least 2 s)."""
-    return max(2.0, inventory.farm_settings(session).health_interval_s / 2)
-
-
 @task(name="watch-recordings", retries=1, retry_delay_seconds=[2], tags=[Tag.uses_db, Tag.uses_smb])
 def watch_recordings(memory: watchdog.WatchMemory | None = None,
                      kept: FarmAccesses | None = None) -> watchdog.WatchUpdate:
     """Look at the newest segment of every camera due a look; record stalled and resumed cameras.
 
-    ``memory``, ``kept``: a watching run's (its sweeps are plain calls, never task runs with these parameters)."""
+    ``memory``, ``kept``: a watching run's (its sweeps are plain calls, never task runs with these parameters):
+    its cameras are planned from memory and looked for by name first (``watchdog.watch_sweep``)."""
     logger = run_logger(__name__)
-    with inventory_session() as session:
-        checks = watchdog.plan_checks(session, memory=memory)
-        deadline = _deadline(session)
-    if not checks:
-        return watchdog.WatchUpdate()
-    with opener([c.server for c in checks], kept) as (open_one, local):
-        sightings = watchdog.look(checks, open_one, deadline_s=deadline, local=local)
-    with inventory_session() as session:
-        update = watchdog.record_sightings(session, sightings, checks=checks, memory=memory)
+    if memory is not None:
+        with opener(None, kept) as (open_one, local):
+            update = watchdog.watch_sweep(memory, inventory_session, open_one, local=local)
+    else:
+        with inventory_session() as session:
+            checks = watchdog.plan_checks(session)
+            deadline = watchdog.look_deadline(inventory.farm_settings(session))
+        if not checks:
+            return watchdog.WatchUpdate()
+        with opener([c.server for c in checks], kept) as (open_one, local):
+            sightings = watchdog.look(checks, open_one, deadline_s=deadline, local=local)
+        with inventory_session() as session:
+            update = watchdog.record_sightings(session, sightings, checks=checks)
     if update.errors:
         logger.info("watchdog could not look at %d camera(s): %s", len(update.errors),
                     "; ".join(f"{c}: {e}" for c, e in list(update.errors.items())[:5]))
@@ -159,7 +162,7 @@ def check_volumes(kept: FarmAccesses | None = None) -> watchdog.VolumeUpdate:
     """Probe every volume of a live server (write the probe file, compare the floor); record failures."""
     with inventory_session() as session:
         checks = watchdog.plan_volume_checks(session)
-        deadline = _deadline(session)
+        deadline = watchdog.look_deadline(inventory.farm_settings(session))
     if not checks:
         return watchdog.VolumeUpdate()
     with opener([c.server for c in checks], kept) as (open_one, local):

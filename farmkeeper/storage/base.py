@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import errno
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -170,6 +170,15 @@ class Volume(abc.ABC):
     @abc.abstractmethod
     def has_file(self, relpath: str) -> bool:
         """A file (not a folder, not a link) named ``relpath`` is there: one metadata request, no listing."""
+
+    def count_files(self, relpaths: Sequence[str]) -> int:
+        """How many of ``relpaths``, from the first, are files (``has_file``) before the first that is not."""
+        count = 0
+        for relpath in relpaths:
+            if not self.has_file(relpath):
+                break
+            count += 1
+        return count
 
     @abc.abstractmethod
     def makedirs(self, relpath: str) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from farmkeeper import inventory, watchdog
 from farmkeeper.db import ensure_schema, get_engine, session_scope
@@ -58,11 +60,13 @@ def memory(request: pytest.FixtureRequest) -> Iterator[watchdog.WatchMemory | No
 
 
 def sweep(farm: Farm, now: datetime) -> watchdog.WatchUpdate:
+    if MEMORY[0] is not None:
+        return watchdog.watch_sweep(MEMORY[0], db, opener(farm), now)
     with db() as s:
-        checks = watchdog.plan_checks(s, now, memory=MEMORY[0])
+        checks = watchdog.plan_checks(s, now)
     sightings = watchdog.look(checks, opener(farm))
     with db() as s:
-        return watchdog.record_sightings(s, sightings, now, checks=checks, memory=MEMORY[0])
+        return watchdog.record_sightings(s, sightings, now, checks=checks)
 
 
 def state(camera: str) -> tuple[str | None, CameraState]:
@@ -345,12 +349,8 @@ def test_a_watching_run_finds_segments_by_name_sees_other_writers_and_saves_at_i
             return super().folder_names(relpath)
 
     def run(now: datetime) -> watchdog.WatchUpdate:
-        with db() as s:
-            checks = watchdog.plan_checks(s, now, memory=memory)
-        sightings = watchdog.look(checks, lambda server, drive: Counting(VolumeAccess(
-            server=server, drive=drive, local_path=str(farm.volumes[server]))))
-        with db() as s:
-            return watchdog.record_sightings(s, sightings, now, checks=checks, memory=memory)
+        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
+            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
 
     def stored(camera: str) -> tuple[str, datetime | None]:
         with db() as s:
@@ -383,9 +383,10 @@ def test_a_watching_run_finds_segments_by_name_sees_other_writers_and_saves_at_i
         s.execute(sa.update(table).where(table.c.id == "cam-a").values(current="r1", version=table.c.version + 1))
     reloads = memory.reloads
     with db() as s:
-        checks = watchdog.plan_checks(s, now + timedelta(seconds=10), memory=memory)
+        plan = memory.plan(s, now + timedelta(seconds=10))
     assert memory.reloads == reloads + 1
-    assert [(c.camera, c.server) for c in checks if c.camera == "cam-a"] == [("cam-a", "r1")]
+    assert [(c.camera, c.server) for c in plan.checks if c.camera == "cam-a"] == [("cam-a", "r1")]
+    assert [q for q in plan.quick if q.camera == "cam-a"] == []
     # back on p1, then silence: the stall is decided on a listing of the camera's folders
     with db() as s:
         s.execute(sa.update(table).where(table.c.id == "cam-a").values(current="p1", version=table.c.version + 1))
@@ -421,3 +422,68 @@ def test_a_watching_runs_kept_volume_accesses_are_read_again_once_opening_one_fa
         assert kept.held_since() is None
     finally:
         away.rename(root)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(min_value=0, max_value=4_102_444_800), ext=st.sampled_from(["mkv", "mp4", "ts"]))
+def test_a_watching_runs_segment_names_are_the_layouts_names(start: int, ext: str) -> None:
+    """The names a watching run looks for (formatted by hand, per hour) are exactly the footage layout's."""
+    moment = datetime.fromtimestamp(start, UTC)
+    assert watchdog._SegmentNames().video0("cam-a", ext, start) == video_path("cam-a", 0, moment, ext).relpath
+
+
+def test_a_watching_run_lists_when_a_found_name_is_too_old_and_never_writes_over_another_writers_row(
+        farm: Farm) -> None:
+    """After a pause of the watch (segments written meanwhile) the next names are there but too old to keep the
+    camera alive: it is listed, its newest segment found, no stall. A watch row changed by another writer while
+    the memory held an unsaved one is not written over at the checkpoint."""
+    import sqlalchemy as sa
+
+    from farmkeeper.models import Camera, CameraWatch
+
+    memory = watchdog.WatchMemory()
+    root = farm.volumes["p1"]
+    listed: list[str] = []
+
+    class Counting(LocalVolume):
+        def folder_names(self, relpath: str) -> list[str]:
+            listed.append(relpath)
+            return super().folder_names(relpath)
+
+    def run(now: datetime) -> watchdog.WatchUpdate:
+        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
+            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+
+    for minute in range(-3, 0):
+        write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
+    run(T0 + timedelta(seconds=5))                       # first look: listed, the newest is T0 - 1 min
+    assert memory.cameras["cam-a"].watch.last_segment_at == T0 - timedelta(minutes=1)  # type: ignore[union-attr]
+    for minute in range(0, 12):                          # the watch pauses 12 minutes; the camera records on
+        write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
+    listed.clear()
+    update = run(T0 + timedelta(minutes=12, seconds=30))  # the next 4 names are there: T0 + 3 min is too old
+    assert "cam-a" not in [s.camera for s in update.stalled]
+    assert any("/cam-a/" in p for p in listed)           # too old to decide alone: listed
+    assert memory.cameras["cam-a"].watch.last_segment_at == T0 + timedelta(minutes=11)  # type: ignore[union-attr]
+    with db() as s:
+        assert memory.checkpoint(s, T0 + timedelta(minutes=13), force=True) >= 0
+    # the watch saw a newer segment (unsaved); meanwhile another writer gives cam-a a new watch row
+    write_segment(root, "cam-a", T0 + timedelta(minutes=12))
+    write_segment(root, "cam-a", T0 + timedelta(minutes=13))
+    now = T0 + timedelta(minutes=14, seconds=10)
+    run(now)
+    while "cam-a" not in memory.unsaved:
+        now += timedelta(seconds=10)
+        write_segment(root, "cam-a", now.replace(second=0) - timedelta(minutes=1))
+        run(now)
+    other_since = T0 + timedelta(minutes=14)
+    with db() as s:
+        watch_table, cam_table = CameraWatch.__table__, Camera.__table__  # type: ignore[attr-defined]
+        s.execute(sa.update(watch_table).where(watch_table.c.camera_id == "cam-a")
+                  .values(since=other_since, last_segment_at=None))
+        s.execute(sa.update(cam_table).where(cam_table.c.id == "cam-a").values(version=cam_table.c.version + 1))
+    run(now + timedelta(seconds=10))                     # reloads: the other writer's row wins
+    with db() as s:
+        memory.checkpoint(s, now + timedelta(seconds=20), force=True)
+        row = s.get(CameraWatch, "cam-a")
+        assert row is not None and row.since == other_since
