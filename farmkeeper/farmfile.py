@@ -633,12 +633,14 @@ class ApplyResult:
         return bool(self.created or self.updated or self.removed)
 
 
-def _assign(obj: Any, values: dict[str, Any], label: str, result: ApplyResult) -> None:
+def _assign(obj: Any, values: dict[str, Any], label: str, result: ApplyResult) -> bool:
+    """Set the values that differ; whether any did."""
     changed = [k for k, v in values.items() if getattr(obj, k) != v]
     for key in changed:
         setattr(obj, key, values[key])
     if changed:
         result.updated.append(f"{label} ({', '.join(changed)})")
+    return bool(changed)
 
 
 def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
@@ -727,7 +729,8 @@ def apply_farm_file(session: Session, spec: FarmFile) -> ApplyResult:
             continue
         if camera.declared_home != camera_spec.home:
             values |= {"declared_home": camera_spec.home, "home": camera_spec.home}
-        _assign(camera, values, f"camera {camera.id}", result)
+        if _assign(camera, values, f"camera {camera.id}", result):
+            camera.version += 1          # every camera writer bumps it: a watching run's memory reloads
     wanted_cams = {c.id for c in spec.cameras}
     for cam_id, camera in cams.items():
         if cam_id not in wanted_cams:

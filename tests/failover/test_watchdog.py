@@ -487,3 +487,25 @@ def test_a_watching_run_lists_when_a_found_name_is_too_old_and_never_writes_over
         memory.checkpoint(s, now + timedelta(seconds=20), force=True)
         row = s.get(CameraWatch, "cam-a")
         assert row is not None and row.since == other_since
+
+
+def test_a_farm_file_change_of_a_cameras_watch_settings_reaches_a_watching_run_at_its_next_sweep(
+        farm: Farm) -> None:
+    """Applying the farm file with a camera's ``stall_after`` changed bumps the camera's version, so a watching
+    run reloads its memory at the next sweep (not ``RELOAD_S`` later) and plans with the new value."""
+    import yaml
+
+    from tests.failover.conftest import apply
+
+    memory = watchdog.WatchMemory()
+    with db() as s:
+        memory.plan(s, T0)
+    assert memory.cameras["cam-a"].cam[3] is None           # the farm's stall_after
+    farm.data["cameras"] = [dict(c, stall_after="10m") if c["id"] == "cam-a" else c for c in farm.data["cameras"]]
+    farm.path.write_text(yaml.safe_dump(farm.data, sort_keys=False))
+    apply(farm)
+    reloads = memory.reloads
+    with db() as s:
+        memory.plan(s, T0 + timedelta(seconds=10))
+    assert memory.reloads == reloads + 1
+    assert memory.cameras["cam-a"].cam[3] == 600.0
