@@ -27,6 +27,7 @@ The I/O (listing, probing) happens between two short transactions: ``plan_*`` re
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -317,6 +318,8 @@ class WatchMemory:
         self.saved_at: datetime | None = None
         self.unsaved: dict[str, _Watch] = {}
         self.reloads = 0
+        self._queue: list[tuple[float, str]] = []   # (due_at, camera), a heap; stale once due_at changed
+        self._again: set[str] = set()                # due or stalled, not settled yet: considered every sweep
 
     @staticmethod
     def _fingerprint(session: Session, farm: Any) -> tuple[Any, ...]:
@@ -334,6 +337,7 @@ class WatchMemory:
                 (ctx.now - self.loaded_at).total_seconds() < self.RELOAD_S:
             return
         old, self.cameras = self.cameras, {}
+        self._queue, self._again = [], set()
         unsaved: dict[str, _Watch] = {}
         for cam_id, cam, stored in _camera_rows(session):
             known = old.get(cam_id)
@@ -344,23 +348,38 @@ class WatchMemory:
             entry = _Known(cam, mine if keep else stored, known.seen if keep and known is not None else None)
             if keep and cam_id in self.unsaved:
                 unsaved[cam_id] = entry.watch  # type: ignore[assignment]
-            self._plan_next(entry, ctx.farm)
             self.cameras[cam_id] = entry
+            self._plan_next(cam_id, entry, ctx.farm)
         self.unsaved = unsaved            # never write back over a row another writer changed
         self.fingerprint, self.loaded_at = fingerprint, ctx.now
         self.reloads += 1
 
-    @staticmethod
-    def _plan_next(entry: _Known, farm: Any) -> None:
-        """``entry.due_at``: its alive time (``_alive_until``, without its server's restart, which only delays)."""
+    def _plan_next(self, cam_id: str, entry: _Known, farm: Any) -> None:
+        """``entry.due_at``: its alive time (``_alive_until``, without its server's restart, which only delays),
+        queued; a stalled camera is considered every sweep."""
         watch, current, cam_stall = entry.watch, entry.cam[0], entry.cam[3]
         if watch is None or watch.server != current:
-            entry.due_at = float("-inf")
-            return
-        alive = watch.since.timestamp()
-        if watch.last_segment_at is not None:
-            alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
-        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
+            entry.due_at = _NEVER
+        else:
+            alive = watch.since.timestamp()
+            if watch.last_segment_at is not None:
+                alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
+            entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
+        heapq.heappush(self._queue, (entry.due_at, cam_id))
+        if entry.cam[1] == CameraState.stalled:
+            self._again.add(cam_id)
+
+    def _candidates(self, now_s: float) -> list[str]:
+        """The cameras that may be due at ``now_s``: those whose alive time ran out since (from the queue, not a
+        pass over every camera) and those left from the sweeps before."""
+        found, self._again = self._again, set()
+        queue = self._queue
+        while queue and queue[0][0] <= now_s:
+            due_at, cam_id = heapq.heappop(queue)
+            known = self.cameras.get(cam_id)
+            if known is not None and known.due_at == due_at:
+                found.add(cam_id)
+        return sorted(found)
 
     def plan(self, session: Session, now: datetime | None = None) -> WatchPlan:
         """The cameras due a look in this sweep: by name (``Quick``) when seen before, else a ``WatchCheck``."""
@@ -370,9 +389,11 @@ class WatchMemory:
         now_s = ctx.now.timestamp()
         stalled, farm_stall_after = CameraState.stalled, ctx.farm.stall_after_s
         up_at_s = {server: up_at.timestamp() for server, up_at in ctx.live.items() if up_at is not None}
-        for cam_id, known in self.cameras.items():
+        for cam_id in self._candidates(now_s):
+            known = self.cameras[cam_id]
             if known.due_at > now_s and known.cam[1] != stalled:
                 continue                  # certainly not due (its server's restart only makes it later)
+            self._again.add(cam_id)       # until a look moves its alive time past now
             stall_after = known.cam[3] if known.cam[3] is not None else farm_stall_after
             if known.cam[1] != stalled and up_at_s.get(known.cam[0], _NEVER) + stall_after > now_s:
                 continue                  # its server came up lately: not due (as ``_PlanContext.check`` says)
@@ -404,7 +425,7 @@ class WatchMemory:
                     watch.last_segment_at = datetime.fromtimestamp(newest, UTC)
                     watch.checked_at = ctx.now
                     self.unsaved[quick.camera] = watch
-                    self._plan_next(known, ctx.farm)
+                    self._plan_next(quick.camera, known, ctx.farm)
                     plan.settled += 1
                     continue
             check = ctx.check(quick.camera, known.cam, watch)
@@ -423,7 +444,7 @@ class WatchMemory:
         known.cam = (known.cam[0], state, *known.cam[2:])
         if sighting.drive is not None and sighting.ext is not None:
             known.seen = (sighting.drive, sighting.ext)
-        self._plan_next(known, farm)
+        self._plan_next(cam_id, known, farm)
         if written:
             self.unsaved.pop(cam_id, None)
         elif fresh or cam_id in self.unsaved:
