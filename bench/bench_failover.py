@@ -381,11 +381,13 @@ def _sweep(engine: Any, targets: Any) -> float:
 SEGMENT_S = 24          # the farm's time, 2.5x faster than 1-minute segments / stall_after 2 min / 10-s sweeps
 STALL_AFTER_S = 2 * SEGMENT_S
 TICK_S = SEGMENT_S / 12   # one sweep per tick, alternating: the watchdog sweeps every stall_after / 12
+RECORDER_LAG_S = 1.0      # a recorder closes a segment up to 1-2 s after its end (the seconds are whole)
 
 
 class _Recorders:
     """10,000 recorders writing closed segments of ``SEGMENT_S`` seconds (each camera with its own phase), as
-    the clock passes; ``catch_up()`` creates every segment that closed since the last call."""
+    the clock passes; ``catch_up()`` creates every segment that closed since the last call (``RECORDER_LAG_S``
+    after its end at the earliest)."""
 
     def __init__(self, root: Path, cams: list[tuple[str, str]], back_s: float) -> None:
         self.root = root
@@ -399,7 +401,7 @@ class _Recorders:
 
         from farmkeeper.layout import video_path
 
-        until = int(time.time())
+        until = int(time.time() - RECORDER_LAG_S)
         for cam, current, phase in self.cams:
             first = self.done - (self.done - phase) % SEGMENT_S + SEGMENT_S      # next start after ``done``
             for start in range(first, until - SEGMENT_S + 1, SEGMENT_S):       # closed by ``until``

@@ -27,7 +27,6 @@ The I/O (listing, probing) happens between two short transactions: ``plan_*`` re
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -176,25 +175,29 @@ class _PlanContext:
 
     def quick(self, cam_id: str, known: _Known, now_s: float, stall_after: float) -> Quick | None:
         """``known``'s next segment names when it can be settled by name in this sweep (a recording camera seen
-        before on this server, on a drive that has not failed), else ``None``: planned as a ``WatchCheck``."""
-        current, state, storage_path = known.cam[:3]
-        watch, seen = known.watch, known.seen
-        if (state != CameraState.recording or seen is None or watch is None or watch.server != current
+        before on this server, on a drive that has not failed), else ``None``: planned as a ``WatchCheck``.
+        (Runs for every due camera of every sweep: written for speed.)"""
+        cam, watch, seen = known.cam, known.watch, known.seen
+        current = cam[0]
+        if (cam[1] != _RECORDING or seen is None or watch is None or watch.server != current
                 or watch.last_segment_at is None or not watch.segment_s or current not in self.live):
             return None
-        own = self.own_drives(storage_path, current)
+        own = self._own.get((cam[2], current)) or self.own_drives(cam[2], current)
         if seen[0] not in own or (self.failed and all((current, d) in self.failed for d in own)):
             return None
         seg = watch.segment_s
-        start = watch.last_segment_at.timestamp()
-        closed_by = now_s - seg * CLOSE_MARGIN    # a segment ending just now is rarely closed yet: not looked for
-        names = []
-        for _ in range(min(MAX_AHEAD, int(stall_after // seg) + 2)):
+        start = watch.last_segment_at.timestamp() + seg
+        closed_by = now_s - seg - CLOSE_LAG_S     # a segment ending just now is rarely closed yet: not looked for
+        if start > closed_by:
+            return None
+        video0, ext = self.names.video0, seen[1]
+        names = [video0(cam_id, ext, int(start))]
+        for _ in range(min(MAX_AHEAD, int(stall_after // seg) + 2) - 1):
             start += seg
             if start > closed_by:
                 break
-            names.append(self.names.video0(cam_id, seen[1], int(start)))
-        return Quick(cam_id, current, seen[0], tuple(names)) if names else None
+            names.append(video0(cam_id, ext, int(start)))
+        return Quick(cam_id, current, seen[0], tuple(names))
 
     def check(self, cam_id: str, cam: _CameraRow, watch: _Watch | None, *, everyone: bool = False
               ) -> WatchCheck | None:
@@ -251,7 +254,8 @@ _CAMERA_COLUMNS = (Camera.id, Camera.current, Camera.state, Camera.storage_path,
                    Camera.failover_stalled, Camera.movable)
 _SHOULD_RECORD = (CameraState.recording, CameraState.stalled)
 MAX_AHEAD = 8                    # segment names looked for ahead of the last one seen
-CLOSE_MARGIN = 1.1               # a segment is looked for by name once it ended a tenth of a segment ago
+CLOSE_LAG_S = 2.0                # a segment is looked for by name once it ended this long ago (a recorder closes
+#                                  it by then; one not there yet costs a stat and brings the next look sooner)
 
 
 def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
@@ -318,8 +322,6 @@ class WatchMemory:
         self.saved_at: datetime | None = None
         self.unsaved: dict[str, _Watch] = {}
         self.reloads = 0
-        self._queue: list[tuple[float, str]] = []   # (due_at, camera), a heap; stale once due_at changed
-        self._again: set[str] = set()                # due or stalled, not settled yet: considered every sweep
 
     @staticmethod
     def _fingerprint(session: Session, farm: Any) -> tuple[Any, ...]:
@@ -337,7 +339,6 @@ class WatchMemory:
                 (ctx.now - self.loaded_at).total_seconds() < self.RELOAD_S:
             return
         old, self.cameras = self.cameras, {}
-        self._queue, self._again = [], set()
         unsaved: dict[str, _Watch] = {}
         for cam_id, cam, stored in _camera_rows(session):
             known = old.get(cam_id)
@@ -348,38 +349,23 @@ class WatchMemory:
             entry = _Known(cam, mine if keep else stored, known.seen if keep and known is not None else None)
             if keep and cam_id in self.unsaved:
                 unsaved[cam_id] = entry.watch  # type: ignore[assignment]
+            self._plan_next(entry, ctx.farm)
             self.cameras[cam_id] = entry
-            self._plan_next(cam_id, entry, ctx.farm)
         self.unsaved = unsaved            # never write back over a row another writer changed
         self.fingerprint, self.loaded_at = fingerprint, ctx.now
         self.reloads += 1
 
-    def _plan_next(self, cam_id: str, entry: _Known, farm: Any) -> None:
-        """``entry.due_at``: its alive time (``_alive_until``, without its server's restart, which only delays),
-        queued; a stalled camera is considered every sweep."""
+    @staticmethod
+    def _plan_next(entry: _Known, farm: Any) -> None:
+        """``entry.due_at``: its alive time (``_alive_until``, without its server's restart, which only delays)."""
         watch, current, cam_stall = entry.watch, entry.cam[0], entry.cam[3]
         if watch is None or watch.server != current:
             entry.due_at = _NEVER
-        else:
-            alive = watch.since.timestamp()
-            if watch.last_segment_at is not None:
-                alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
-            entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
-        heapq.heappush(self._queue, (entry.due_at, cam_id))
-        if entry.cam[1] == CameraState.stalled:
-            self._again.add(cam_id)
-
-    def _candidates(self, now_s: float) -> list[str]:
-        """The cameras that may be due at ``now_s``: those whose alive time ran out since (from the queue, not a
-        pass over every camera) and those left from the sweeps before."""
-        found, self._again = self._again, set()
-        queue = self._queue
-        while queue and queue[0][0] <= now_s:
-            due_at, cam_id = heapq.heappop(queue)
-            known = self.cameras.get(cam_id)
-            if known is not None and known.due_at == due_at:
-                found.add(cam_id)
-        return sorted(found)
+            return
+        alive = watch.since.timestamp()
+        if watch.last_segment_at is not None:
+            alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
+        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
 
     def plan(self, session: Session, now: datetime | None = None) -> WatchPlan:
         """The cameras due a look in this sweep: by name (``Quick``) when seen before, else a ``WatchCheck``."""
@@ -389,11 +375,9 @@ class WatchMemory:
         now_s = ctx.now.timestamp()
         stalled, farm_stall_after = CameraState.stalled, ctx.farm.stall_after_s
         up_at_s = {server: up_at.timestamp() for server, up_at in ctx.live.items() if up_at is not None}
-        for cam_id in self._candidates(now_s):
-            known = self.cameras[cam_id]
+        for cam_id, known in self.cameras.items():   # a pass over 10,000 costs less than a queue of due times
             if known.due_at > now_s and known.cam[1] != stalled:
                 continue                  # certainly not due (its server's restart only makes it later)
-            self._again.add(cam_id)       # until a look moves its alive time past now
             stall_after = known.cam[3] if known.cam[3] is not None else farm_stall_after
             if known.cam[1] != stalled and up_at_s.get(known.cam[0], _NEVER) + stall_after > now_s:
                 continue                  # its server came up lately: not due (as ``_PlanContext.check`` says)
@@ -425,7 +409,7 @@ class WatchMemory:
                     watch.last_segment_at = datetime.fromtimestamp(newest, UTC)
                     watch.checked_at = ctx.now
                     self.unsaved[quick.camera] = watch
-                    self._plan_next(quick.camera, known, ctx.farm)
+                    self._plan_next(known, ctx.farm)
                     plan.settled += 1
                     continue
             check = ctx.check(quick.camera, known.cam, watch)
@@ -444,7 +428,7 @@ class WatchMemory:
         known.cam = (known.cam[0], state, *known.cam[2:])
         if sighting.drive is not None and sighting.ext is not None:
             known.seen = (sighting.drive, sighting.ext)
-        self._plan_next(cam_id, known, farm)
+        self._plan_next(known, farm)
         if written:
             self.unsaved.pop(cam_id, None)
         elif fresh or cam_id in self.unsaved:
@@ -508,6 +492,7 @@ def watch_sweep(memory: WatchMemory, sessions: Callable[[], AbstractContextManag
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RECORDING = CameraState.recording
 _NEVER = float("-inf")
 
 
