@@ -6,7 +6,8 @@ segment is found cheaply: the stream-0 hour folders of its write paths (the driv
 path list that the server has), newest hour first, only as far back as ``stall_after`` needs — never
 a walk. A camera is alive until ``max(newest segment start + usual segment length, since) +
 stall_after``, where ``since`` is when it became expected on that server (first look, a move, the
-server coming up). Past that it becomes ``stalled`` (once); a new closed segment that is recent
+server coming up). Past that (and ``CLOSE_LAG_S`` more, for a segment ending just then to close) it
+becomes ``stalled`` (once); a new closed segment that is recent
 (within ``stall_after / 2``) brings it back to ``recording`` (once). A stall needs ``stall_after``
 of silence and a resume a fresh segment, so jitter shorter than ``stall_after`` never flaps. Only
 cameras that may have changed are looked at each sweep: a recording camera once its alive time has
@@ -216,7 +217,7 @@ class _PlanContext:
         up_at = self.live[current]
         if watch is not None and watch.server == current and watch.since is not None:
             due = state == CameraState.stalled or now >= _alive_until(watch.last_segment_at, watch.segment_s,
-                                                                      _since(watch, up_at), stall_after)
+                                                                      _since(watch, up_at), stall_after + CLOSE_LAG_S)
             if watch.last_segment_at is not None:
                 back_to = max(back_to, watch.last_segment_at)
         if not (due or everyone):
@@ -254,8 +255,10 @@ _CAMERA_COLUMNS = (Camera.id, Camera.current, Camera.state, Camera.storage_path,
                    Camera.failover_stalled, Camera.movable)
 _SHOULD_RECORD = (CameraState.recording, CameraState.stalled)
 MAX_AHEAD = 8                    # segment names looked for ahead of the last one seen
-CLOSE_LAG_S = 2.0                # a segment is looked for by name once it ended this long ago (a recorder closes
-#                                  it by then; one not there yet costs a stat and brings the next look sooner)
+CLOSE_LAG_S = 2.0                # a recorder closes a segment within this long of its end: a camera is judged
+#                                  this long after its stall_after ran out (the segment ending just then counts;
+#                                  without it a stall_after of one segment length flapped), and a segment is looked
+#                                  for by name once it ended this long ago
 
 
 def plan_checks(session: Session, now: datetime | None = None, *, everyone: bool = False) -> list[WatchCheck]:
@@ -365,7 +368,7 @@ class WatchMemory:
         alive = watch.since.timestamp()
         if watch.last_segment_at is not None:
             alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
-        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s)
+        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s) + CLOSE_LAG_S
 
     def plan(self, session: Session, now: datetime | None = None) -> WatchPlan:
         """The cameras due a look in this sweep: by name (``Quick``) when seen before, else a ``WatchCheck``."""
@@ -379,7 +382,7 @@ class WatchMemory:
             if known.due_at > now_s and known.cam[1] != stalled:
                 continue                  # certainly not due (its server's restart only makes it later)
             stall_after = known.cam[3] if known.cam[3] is not None else farm_stall_after
-            if known.cam[1] != stalled and up_at_s.get(known.cam[0], _NEVER) + stall_after > now_s:
+            if known.cam[1] != stalled and up_at_s.get(known.cam[0], _NEVER) + stall_after + CLOSE_LAG_S > now_s:
                 continue                  # its server came up lately: not due (as ``_PlanContext.check`` says)
             quick = ctx.quick(cam_id, known, now_s, stall_after)
             if quick is not None:
@@ -778,7 +781,7 @@ def record_sightings(session: Session, sightings: Iterable[Sighting], now: datet
         since = max(watch.since, server_up) if server_up is not None else watch.since
         alive = _alive_until(watch.last_segment_at, watch.segment_s, since, 0.0)
         was_stalled = is_stalled = state == CameraState.stalled
-        if not is_stalled and now >= alive + timedelta(seconds=stall_after) and \
+        if not is_stalled and now >= alive + timedelta(seconds=stall_after + CLOSE_LAG_S) and \
                 _set_state(session, cam_id, current, CameraState.recording, CameraState.stalled):
             watch.stalled_at, is_stalled = now, True
             update.stalled.append(Stall(cam_id, current, watch.last_segment_at, since))

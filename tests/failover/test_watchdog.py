@@ -126,6 +126,36 @@ def test_stalled_once_and_resumed_once_under_jitter(farm: Farm) -> None:
     assert looked < 2 * 180 / 2
 
 
+def test_a_stall_after_of_one_segment_never_flaps_on_the_segment_closing_at_the_deadline(farm: Farm) -> None:
+    """``stall_after`` equal to the segment length (1 minute): each segment closes 1 s after its end, and a sweep
+    lands on every deadline (sweeps every 10 s, segments on whole minutes). The segment ending at the deadline is
+    given its close lag (``CLOSE_LAG_S``): never stalled, so never resumed."""
+    import sqlalchemy as sa
+
+    from farmkeeper.models import Camera
+
+    with db() as s:
+        table = Camera.__table__  # type: ignore[attr-defined]
+        s.execute(sa.update(table).where(table.c.id == "cam-a").values(stall_after_s=60.0,
+                                                                        version=table.c.version + 1))
+    root = farm.volumes["p1"]
+    written: set[datetime] = set()
+    stalls, resumes = [], []
+    now = T0
+    while now < T0 + timedelta(minutes=15):
+        for minute in range(-3, 16):
+            start = T0 + timedelta(minutes=minute)
+            if start not in written and start + timedelta(seconds=61) <= now:   # closed 1 s after its end
+                write_segment(root, "cam-a", start)
+                written.add(start)
+        update = sweep(farm, now)
+        stalls += [s.camera for s in update.stalled]
+        resumes += [r.camera for r in update.resumed]
+        now += timedelta(seconds=10)
+    assert "cam-a" not in stalls and "cam-a" not in resumes
+    assert state("cam-a")[1] == CameraState.recording
+
+
 def test_short_gaps_below_stall_after_never_stall(farm: Farm) -> None:
     root = farm.volumes["p1"]
     seen = []
@@ -141,8 +171,10 @@ def test_short_gaps_below_stall_after_never_stall(farm: Farm) -> None:
 
 def test_never_recorded_camera_stalls_after_stall_after_from_first_look(farm: Farm) -> None:
     assert sweep(farm, T0).stalled == []
-    assert [s.camera for s in sweep(farm, T0 + timedelta(minutes=2)).stalled] == ["cam-a"]
-    stalled = sweep(farm, T0 + timedelta(minutes=5, seconds=1)).stalled
+    assert sweep(farm, T0 + timedelta(minutes=2)).stalled == []          # a segment closing now gets its close lag
+    grace = timedelta(seconds=watchdog.CLOSE_LAG_S)
+    assert [s.camera for s in sweep(farm, T0 + timedelta(minutes=2) + grace).stalled] == ["cam-a"]
+    stalled = sweep(farm, T0 + timedelta(minutes=5) + grace).stalled
     assert [(s.camera, s.last_segment_at) for s in stalled] == [("cam-b", None)]
 
 
