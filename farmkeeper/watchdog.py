@@ -101,7 +101,7 @@ class Quick:
     server: str
     drive: str
     names: tuple[str, ...]
-    found: int = 0                  # names found one after the other (-1: the volume could not be read)
+    found: int = 0                  # the newest name found (1: the first; 0: none; -1: the volume could not be read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,10 +464,6 @@ class WatchPlan:
     checks: list[WatchCheck] = field(default_factory=list)
     settled: int = 0
 
-    @property
-    def servers(self) -> list[str]:
-        return sorted({q.server for q in self.quick} | {c.server for c in self.checks})
-
 
 def look_deadline(farm: Any) -> float:
     """The I/O of one watchdog step never takes longer than half a health interval (at least 2 s)."""
@@ -625,8 +621,9 @@ def look(checks: Sequence[WatchCheck], open_volume: VolumeOpener, deadline_s: fl
 
 def look_names(quick: Sequence[Quick], open_volume: VolumeOpener, deadline_s: float | None = None,
                local: Collection[str] = ()) -> None:
-    """Look for each ``Quick``'s names, one after the other until one is missing (``Quick.found``; -1 when the
-    volume could not be read: the listing that follows says why); lanes and deadline as ``look``."""
+    """Look for each ``Quick``'s names, newest first, until one is there (``Quick.found``; -1 when the volume could
+    not be read: the listing that follows says why); lanes and deadline as ``look``. In a steady state the newest
+    name is there: one ``stat`` a camera (a gap before it changes nothing: only the newest segment counts)."""
     by_server: dict[str, list[Quick]] = {}
     for q in quick:
         by_server.setdefault(q.server, []).append(q)
@@ -639,7 +636,7 @@ def look_names(quick: Sequence[Quick], open_volume: VolumeOpener, deadline_s: fl
                 volume = opened.get(q.drive)
                 if volume is None:
                     volume = opened[q.drive] = open_volume(q.server, q.drive)
-                found.append(volume.count_files(q.names))
+                found.append(volume.newest_file(q.names))
             except (FarmkeeperError, OSError):
                 found.append(-1)
         return found

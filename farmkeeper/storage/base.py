@@ -171,14 +171,13 @@ class Volume(abc.ABC):
     def has_file(self, relpath: str) -> bool:
         """A file (not a folder, not a link) named ``relpath`` is there: one metadata request, no listing."""
 
-    def count_files(self, relpaths: Sequence[str]) -> int:
-        """How many of ``relpaths``, from the first, are files (``has_file``) before the first that is not."""
-        count = 0
-        for relpath in relpaths:
-            if not self.has_file(relpath):
-                break
-            count += 1
-        return count
+    def newest_file(self, relpaths: Sequence[str]) -> int:
+        """Which of ``relpaths`` (oldest first) is the last one that is a file (``has_file``), looked for from the
+        newest: its position from 1, or 0 when none is."""
+        for position in range(len(relpaths), 0, -1):
+            if self.has_file(relpaths[position - 1]):
+                return position
+        return 0
 
     @abc.abstractmethod
     def makedirs(self, relpath: str) -> None:

@@ -541,3 +541,38 @@ def test_a_farm_file_change_of_a_cameras_watch_settings_reaches_a_watching_run_a
         memory.plan(s, T0 + timedelta(seconds=10))
     assert memory.reloads == reloads + 1
     assert memory.cameras["cam-a"].cam[3] == 600.0
+
+
+def test_a_watching_run_looks_for_the_newest_name_first_and_a_gap_before_it_changes_nothing(farm: Farm) -> None:
+    """Names are looked for newest first: the segment ending at the deadline alone answers (one ``stat``); a missing
+    segment before it (a gap) neither lists the folders nor changes what is decided."""
+    memory = watchdog.WatchMemory()
+    root = farm.volumes["p1"]
+    listed: list[str] = []
+    stats: list[str] = []
+
+    class Counting(LocalVolume):
+        def folder_names(self, relpath: str) -> list[str]:
+            listed.append(relpath)
+            return super().folder_names(relpath)
+
+        def has_file(self, relpath: str) -> bool:
+            stats.append(relpath)
+            return super().has_file(relpath)
+
+    def run(now: datetime) -> watchdog.WatchUpdate:
+        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
+            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+
+    for minute in range(-3, 0):
+        write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
+    run(T0 + timedelta(seconds=5))                       # first look lists: the newest is T0 - 1 min
+    write_segment(root, "cam-a", T0 + timedelta(minutes=1))   # T0 itself is missing: a gap
+    listed.clear()
+    stats.clear()
+    due = T0 + timedelta(minutes=2, seconds=5 + watchdog.CLOSE_LAG_S + 1)   # expected since the first look
+    update = run(due)
+    assert "cam-a" not in [s.camera for s in update.stalled]
+    assert [p for p in listed if "/cam-a/" in p] == []
+    assert [p for p in stats if "/cam-a/" in p] == [video_path("cam-a", 0, T0 + timedelta(minutes=1)).relpath]
+    assert memory.cameras["cam-a"].watch.last_segment_at == T0 + timedelta(minutes=1)  # type: ignore[union-attr]
