@@ -503,8 +503,8 @@ def _health_check_sweeps(engine: Any, recorders: _Recorders, rounds: int = ROUND
         while len(times[True]) < rounds:
             for with_watchdog in (False, True):
                 tick += TICK_S
-                recorders.catch_up()
                 time.sleep(max(0.0, tick - time.monotonic()))
+                recorders.catch_up()          # just before the sweep: what the recorders closed by now
                 health_check.SWEEP_STEPS[:] = steps if with_watchdog else without
                 began = time.monotonic()
                 summary = health_check.sweep(watch)

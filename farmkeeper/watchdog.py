@@ -6,12 +6,12 @@ segment is found cheaply: the stream-0 hour folders of its write paths (the driv
 path list that the server has), newest hour first, only as far back as ``stall_after`` needs — never
 a walk. A camera is alive until ``max(newest segment start + usual segment length, since) +
 stall_after``, where ``since`` is when it became expected on that server (first look, a move, the
-server coming up). Past that (and ``CLOSE_LAG_S`` more, for a segment ending just then to close) it
-becomes ``stalled`` (once); a new closed segment that is recent
-(within ``stall_after / 2``) brings it back to ``recording`` (once). A stall needs ``stall_after``
-of silence and a resume a fresh segment, so jitter shorter than ``stall_after`` never flaps. Only
-cameras that may have changed are looked at each sweep: a recording camera once its alive time has
-run out, a stalled one every sweep.
+server coming up). Past that, and ``CLOSE_LAG_S`` more for a segment ending just then to close, it
+becomes ``stalled`` (once); a new closed segment that is recent (within ``stall_after / 2``) brings it
+back to ``recording`` (once). A stall needs ``stall_after`` of silence and a resume a fresh segment,
+so jitter shorter than ``stall_after`` never flaps. Only cameras that may have changed are looked at
+each sweep: a recording camera once its alive time has run out, a stalled one every sweep. A watching
+run keeps its cameras in memory and looks for the next segments by name (``WatchMemory``).
 
 **Storage failure.** Every volume of a live server gets a probe: a small file ``.farmkeeper-probe``
 at the share root is overwritten (never deleted: it is outside ``video/`` and ``meta/``), and the free
