@@ -446,7 +446,7 @@ def bench_watchdog(report: Any, engine: Any, root: Path, targets: Any) -> None:
                     "as a watching run sweeps")
     report.row("  + watchdog steps (200 volume probes, newest segment of the cameras due)", with_s,
                peer="without", peer_s=without_s,
-               note=f"steady state: {looked} cameras looked at per sweep (median; {watched} recording), "
+               note=f"steady state: {looked} cameras looked at per sweep (mean; {watched} recording), "
                     f"{recorders.files} segments written meanwhile; ratio of the medians {median_ratio:.2f}; "
                     "target ratio <= 1.10")
 
@@ -468,7 +468,7 @@ def _health_check_sweeps(engine: Any, recorders: _Recorders, rounds: int = ROUND
                          ) -> tuple[list[float], list[float], int, int]:
     """Seconds of the product's own sweep (``flows.health_check.sweep``, in process, as a watching run sweeps) with
     every step and without the watchdog's steps (each list: ``rounds`` sweeps), alternated one tick apart in the
-    same run after ``warm_s`` of the same; the median number of cameras looked at, and of cameras recording."""
+    same run after ``warm_s`` of the same; the mean number of cameras looked at, and of cameras recording."""
     from contextlib import ExitStack
 
     from flows import health_check
@@ -519,7 +519,7 @@ def _health_check_sweeps(engine: Any, recorders: _Recorders, rounds: int = ROUND
                         looked.append(summary["recordings"]["checked"])
         memory = watch.recordings
         watched = len(memory.cameras) if memory is not None else 0
-    return times[True], times[False], int(statistics.median(looked)), watched
+    return times[True], times[False], round(statistics.fmean(looked)), watched
 
 
 def run(report: Any) -> None:
