@@ -69,6 +69,29 @@ def sweep(farm: Farm, now: datetime) -> watchdog.WatchUpdate:
         return watchdog.record_sightings(s, sightings, now, checks=checks)
 
 
+def watching(farm: Farm, memory: watchdog.WatchMemory
+             ) -> tuple[Callable[[datetime], watchdog.WatchUpdate], list[str], list[str]]:
+    """One watching run's sweeps over volumes that count what they do: ``run(now)``, the folders listed, the
+    names looked for (``has_file``)."""
+    listed: list[str] = []
+    stats: list[str] = []
+
+    class Counting(LocalVolume):
+        def folder_names(self, relpath: str) -> list[str]:
+            listed.append(relpath)
+            return super().folder_names(relpath)
+
+        def has_file(self, relpath: str) -> bool:
+            stats.append(relpath)
+            return super().has_file(relpath)
+
+    def run(now: datetime) -> watchdog.WatchUpdate:
+        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
+            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+
+    return run, listed, stats
+
+
 def state(camera: str) -> tuple[str | None, CameraState]:
     with db() as s:
         cam = inventory.get_camera(s, camera)
@@ -373,16 +396,7 @@ def test_a_watching_run_finds_segments_by_name_sees_other_writers_and_saves_at_i
 
     memory = watchdog.WatchMemory()
     root = farm.volumes["p1"]
-    listed: list[str] = []
-
-    class Counting(LocalVolume):
-        def folder_names(self, relpath: str) -> list[str]:
-            listed.append(relpath)
-            return super().folder_names(relpath)
-
-    def run(now: datetime) -> watchdog.WatchUpdate:
-        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
-            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+    run, listed, _ = watching(farm, memory)
 
     def stored(camera: str) -> tuple[str, datetime | None]:
         with db() as s:
@@ -475,16 +489,7 @@ def test_a_watching_run_lists_when_a_found_name_is_too_old_and_never_writes_over
 
     memory = watchdog.WatchMemory()
     root = farm.volumes["p1"]
-    listed: list[str] = []
-
-    class Counting(LocalVolume):
-        def folder_names(self, relpath: str) -> list[str]:
-            listed.append(relpath)
-            return super().folder_names(relpath)
-
-    def run(now: datetime) -> watchdog.WatchUpdate:
-        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
-            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+    run, listed, _ = watching(farm, memory)
 
     for minute in range(-3, 0):
         write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
@@ -548,21 +553,7 @@ def test_a_watching_run_looks_for_the_newest_name_first_and_a_gap_before_it_chan
     segment before it (a gap) neither lists the folders nor changes what is decided."""
     memory = watchdog.WatchMemory()
     root = farm.volumes["p1"]
-    listed: list[str] = []
-    stats: list[str] = []
-
-    class Counting(LocalVolume):
-        def folder_names(self, relpath: str) -> list[str]:
-            listed.append(relpath)
-            return super().folder_names(relpath)
-
-        def has_file(self, relpath: str) -> bool:
-            stats.append(relpath)
-            return super().has_file(relpath)
-
-    def run(now: datetime) -> watchdog.WatchUpdate:
-        return watchdog.watch_sweep(memory, db, lambda server, drive: Counting(VolumeAccess(
-            server=server, drive=drive, local_path=str(farm.volumes[server]))), now)
+    run, listed, stats = watching(farm, memory)
 
     for minute in range(-3, 0):
         write_segment(root, "cam-a", T0 + timedelta(minutes=minute))
