@@ -183,7 +183,7 @@ class _PlanContext:
         if (cam[1] != _RECORDING or seen is None or watch is None or watch.server != current
                 or watch.last_segment_at is None or not watch.segment_s or current not in self.live):
             return None
-        own = self._own.get((cam[2], current)) or self.own_drives(cam[2], current)
+        own = self.own_drives(cam[2], current)
         if seen[0] not in own or (self.failed and all((current, d) in self.failed for d in own)):
             return None
         seg = watch.segment_s
@@ -365,10 +365,9 @@ class WatchMemory:
         if watch is None or watch.server != current:
             entry.due_at = _NEVER
             return
-        alive = watch.since.timestamp()
-        if watch.last_segment_at is not None:
-            alive = max(alive, watch.last_segment_at.timestamp() + (watch.segment_s or 0.0))
-        entry.due_at = alive + (cam_stall if cam_stall is not None else farm.stall_after_s) + CLOSE_LAG_S
+        stall_after = cam_stall if cam_stall is not None else farm.stall_after_s
+        entry.due_at = _alive_until(watch.last_segment_at, watch.segment_s, watch.since,
+                                    stall_after + CLOSE_LAG_S).timestamp()
 
     def plan(self, session: Session, now: datetime | None = None) -> WatchPlan:
         """The cameras due a look in this sweep: by name (``Quick``) when seen before, else a ``WatchCheck``."""
